@@ -1,0 +1,3 @@
+from fewshotseg.cli import main
+
+raise SystemExit(main())
