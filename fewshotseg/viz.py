@@ -1,0 +1,283 @@
+"""Overlays of a scan slice with ground-truth and predicted label maps.
+
+Needs matplotlib, from the ``viz`` extra (``pip install "fewshotseg[viz]"``), imported only when a
+function here is called. Figures are built with the object-oriented API on an Agg canvas, so
+nothing touches pyplot's global state or needs a display: safe in scripts, on servers and in
+loops (figures are freed with the last reference). In Jupyter a returned figure shows itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from fewshotseg.io import to_label_map
+
+if TYPE_CHECKING:  # pragma: no cover
+    from matplotlib.figure import Figure
+
+__all__ = ["overlay", "save_overlay"]
+
+logger = logging.getLogger(__name__)
+
+_VIZ_EXTRA = 'pip install "fewshotseg[viz]"'
+
+
+def _import_matplotlib() -> tuple[Any, Any, Any, Any]:
+    try:
+        from matplotlib import colormaps
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"fewshotseg.viz needs matplotlib, from the 'viz' extra: {_VIZ_EXTRA}"
+        ) from err
+    return Figure, FigureCanvasAgg, colormaps, Line2D
+
+
+def _to_numpy(array: Any) -> np.ndarray:
+    if hasattr(array, "detach"):  # torch tensor
+        array = array.detach().cpu().numpy()
+    return np.asarray(array)
+
+
+def _pick_slice(
+    image: np.ndarray, labels: list[np.ndarray], slice_index: int | None
+) -> tuple[int | None, np.ndarray, list[np.ndarray]]:
+    if image.ndim == 2:
+        if slice_index is not None:
+            raise ValueError("slice_index is only for (D, H, W) volumes; this image is (H, W)")
+        return None, image, labels
+    depth = image.shape[0]
+    if slice_index is None:
+        index = depth // 2
+        for label in labels:  # truth first, then prediction
+            counts = (label != 0).reshape(depth, -1).sum(axis=1)
+            if counts.max() > 0:
+                index = int(np.argmax(counts))
+                break
+    else:
+        if isinstance(slice_index, bool) or not isinstance(slice_index, int | np.integer):
+            raise TypeError(f"slice_index must be an int, got {type(slice_index).__name__}")
+        if not -depth <= slice_index < depth:
+            raise ValueError(f"slice_index {slice_index} is out of range for {depth} slices")
+        index = int(slice_index) % depth
+    return index, image[index], [label[index] for label in labels]
+
+
+def _class_colours(
+    values: list[int], classes: Mapping[int, str] | None, colormaps: Any
+) -> dict[int, tuple[float, ...]]:
+    ordered = sorted(set(classes or ()) - {0}) + [v for v in values if v not in (classes or {})]
+    cmap = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
+    return {value: tuple(cmap(i % cmap.N)) for i, value in enumerate(ordered)}
+
+
+def overlay(
+    image: Any,
+    truth: Any = None,
+    prediction: Any = None,
+    *,
+    slice_index: int | None = None,
+    classes: Mapping[int, str] | None = None,
+    style: Literal["contour", "fill"] = "contour",
+    alpha: float = 0.4,
+    window: tuple[float, float] | None = None,
+    rot90: int = 0,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Draw a scan slice with its ground truth and/or prediction, one colour per class.
+
+    ``style="contour"``: one panel, class outlines, solid for the truth and dashed for the
+    prediction. ``style="fill"``: one panel per label map given (truth, prediction), classes in
+    translucent colours. A legend names the classes; colours follow the sorted keys of
+    ``classes``, then any other value present.
+
+    Args:
+        image: ``(H, W)`` slice or ``(D, H, W)`` volume, numpy or torch, any real dtype.
+        truth: label map of the image's shape (integer values, 0 = background), or ``None``.
+        prediction: label map of the image's shape, or ``None``.
+        slice_index: which slice of a volume to draw; default the one with the most foreground
+            in ``truth`` (else ``prediction``, else the middle one).
+        classes: label value -> name for the legend (e.g.
+            ``fewshotseg.datasets.CHAOS_T2SPIR.classes``); default "class N".
+        style: ``"contour"`` or ``"fill"``.
+        alpha: opacity of the filled colours (``style="fill"``), in (0, 1].
+        window: ``(low, high)`` grey-level range; default the slice's 0.5 and 99.5 percentiles.
+        rot90: number of counter-clockwise quarter turns for display (arrays are drawn as stored,
+            rows = ``H``; NIfTI-order axial slices usually look upright with ``rot90=1``).
+        title: figure title; default ``"slice N"`` for volumes.
+        figsize: figure size in inches; default 4 inches per panel plus the legend.
+
+    Returns:
+        A :class:`matplotlib.figure.Figure` on an Agg canvas (not registered with pyplot).
+
+    Raises:
+        ValueError: for shape mismatches, non-integer labels, a bad ``slice_index``, ``style``
+            or ``alpha``.
+        ImportError: without matplotlib.
+
+    Example:
+        >>> img = np.zeros((8, 8)); lab = np.zeros((8, 8), int); lab[2:5, 2:5] = 1
+        >>> fig = overlay(img, truth=lab, prediction=lab, classes={1: "liver"})
+        >>> len(fig.axes)
+        1
+    """
+    Figure_, FigureCanvasAgg, colormaps, Line2D = _import_matplotlib()
+    from matplotlib.patches import Patch
+
+    if style not in ("contour", "fill"):
+        raise ValueError(f"style must be 'contour' or 'fill', got {style!r}")
+    if not 0.0 < float(alpha) <= 1.0:
+        raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    picture = _to_numpy(image)
+    if picture.ndim not in (2, 3) or not np.issubdtype(picture.dtype, np.number):
+        raise ValueError(
+            f"image must be a real (H, W) slice or (D, H, W) volume, got shape {picture.shape} "
+            f"and dtype {picture.dtype}"
+        )
+    named: list[tuple[str, np.ndarray]] = []
+    for name, label in (("truth", truth), ("prediction", prediction)):
+        if label is None:
+            continue
+        array = _to_numpy(label)
+        if array.shape != picture.shape:
+            raise ValueError(
+                f"{name} has shape {array.shape} but the image has {picture.shape}; they must "
+                f"match (resample the label map onto the image grid first)"
+            )
+        named.append((name, to_label_map(array)))
+    index, picture, slices = _pick_slice(picture, [a for _, a in named], slice_index)
+    picture = np.rot90(picture.astype(np.float64), rot90)
+    slices = [np.rot90(s, rot90) for s in slices]
+    if window is None:
+        finite = picture[np.isfinite(picture)]
+        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
+    else:
+        low, high = window
+    if not high > low:
+        high = low + 1.0
+
+    present = sorted({int(v) for s in slices for v in np.unique(s)} - {0})
+    colours = _class_colours(present, classes, colormaps)
+    panels = [name for name, _ in named] if style == "fill" and named else ["overlay"]
+    legend_width = 1.6 if colours or named else 0.0
+    size = figsize or (4.0 * len(panels) + legend_width, 4.0)
+    fig = Figure_(figsize=size, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax in axes:
+        ax.imshow(picture, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_axis_off()
+
+    linestyles = {"truth": "solid", "prediction": "dashed"}
+    for panel, ((name, _), labels) in enumerate(zip(named, slices, strict=True)):
+        ax = axes[panel] if style == "fill" else axes[0]
+        if style == "fill":
+            rgba = np.zeros((*labels.shape, 4))
+            for value, colour in colours.items():
+                rgba[labels == value] = (*colour[:3], alpha)
+            ax.imshow(rgba, interpolation="nearest")
+            ax.set_title(name)
+        else:
+            for value, colour in colours.items():
+                mask = labels == value
+                if mask.any():
+                    ax.contour(
+                        mask.astype(np.float32),
+                        levels=[0.5],
+                        colors=[colour],
+                        linestyles=linestyles[name],
+                        linewidths=1.5,
+                    )
+
+    handles: list[Any] = []
+    for value, colour in colours.items():
+        label = (classes or {}).get(value, f"class {value}")
+        if value not in present:
+            continue
+        if style == "fill":
+            handles.append(Patch(facecolor=colour, alpha=alpha, label=label))
+        else:
+            handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
+    if style == "contour":
+        for name, _ in named:
+            handles.append(Line2D([], [], color="0.3", linestyle=linestyles[name], label=name))
+    if handles:
+        axes[-1].legend(
+            handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small"
+        )
+    if title is not None:
+        fig.suptitle(title)
+    elif index is not None:
+        fig.suptitle(f"slice {index}")
+    return fig
+
+
+def save_overlay(
+    image: Any,
+    truth: Any = None,
+    prediction: Any = None,
+    *,
+    path: str | os.PathLike,
+    slice_index: int | None = None,
+    classes: Mapping[int, str] | None = None,
+    style: Literal["contour", "fill"] = "contour",
+    alpha: float = 0.4,
+    window: tuple[float, float] | None = None,
+    rot90: int = 0,
+    title: str | None = None,
+    figsize: tuple[float, float] | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Draw :func:`overlay` and write it to an image file (PNG unless the suffix says otherwise).
+
+    Args:
+        image: ``(H, W)`` or ``(D, H, W)`` scan.
+        truth: label map of the image's shape, or ``None``.
+        prediction: label map of the image's shape, or ``None``.
+        path: output file, e.g. ``"case_1.png"``; parent folders are created.
+        slice_index: see :func:`overlay`.
+        classes: see :func:`overlay`.
+        style: see :func:`overlay`.
+        alpha: see :func:`overlay`.
+        window: see :func:`overlay`.
+        rot90: see :func:`overlay`.
+        title: see :func:`overlay`.
+        figsize: see :func:`overlay`.
+        dpi: resolution in dots per inch.
+
+    Returns:
+        The path written.
+
+    Example:
+        >>> import tempfile
+        >>> out = save_overlay(np.eye(8), np.eye(8, dtype=int), path=f"{tempfile.mkdtemp()}/o.png")
+        >>> out.stat().st_size > 0
+        True
+    """
+    fig = overlay(
+        image,
+        truth,
+        prediction,
+        slice_index=slice_index,
+        classes=classes,
+        style=style,
+        alpha=alpha,
+        window=window,
+        rot90=rot90,
+        title=title,
+        figsize=figsize,
+    )
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    logger.debug("wrote overlay to %s", out)
+    return out
