@@ -1,0 +1,358 @@
+"""Inference: segment query slices or volumes given a few labelled support slices.
+
+The support set is encoded and pooled once per call (or once for many calls, with
+`SupportQueryPredictor.encode_support`); query slices then stream through the backbone in
+batches, and results are stitched on the CPU, so memory stays bounded for long volumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from fewshotseg.models.alp import Prototypes
+from fewshotseg.models.alpnet import ALPNet
+
+__all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]
+
+logger = logging.getLogger(__name__)
+
+_DATA = Path(__file__).resolve().parent / "data"
+PRETRAINED: dict[str, str] = {"chaos-ssl": "chaos_ssl.pt"}
+"""Checkpoints shipped inside the package, by name (files in ``fewshotseg/data``)."""
+
+
+@dataclass
+class SupportSet:
+    """An encoded support set: pooled prototypes plus the label values they stand for.
+
+    Attributes:
+        prototypes: `Prototypes` of batch 1 on the predictor's device.
+        label_values: the support's foreground label values, in class order (channel n + 1 of
+            the probabilities is ``label_values[n]``).
+        shots: number of support slices.
+    """
+
+    prototypes: Prototypes
+    label_values: tuple[int, ...]
+    shots: int
+
+
+def _to_tensor(x: Any, name: str) -> Tensor:
+    """numpy or torch, real numeric or bool dtype -> tensor (no copy where possible)."""
+    if isinstance(x, np.ndarray):
+        if x.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
+        if x.dtype.kind == "u" and x.dtype.itemsize > 1:
+            x = x.astype(np.int64)  # torch has limited support for uint16/32/64
+        return torch.from_numpy(np.ascontiguousarray(x))
+    if isinstance(x, Tensor):
+        if x.is_complex():
+            raise TypeError(f"{name} must have a real numeric dtype, got {x.dtype}")
+        return x
+    raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+
+
+def _check_image(t: Tensor, name: str) -> Tensor:
+    """A (H, W) or (N, H, W) image of finite values, as float."""
+    if t.dtype == torch.bool:
+        raise TypeError(f"{name} must be a numeric image, got a boolean array")
+    if t.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} must be one slice (H, W) or a stack of slices (N, H, W), got shape "
+            f"{tuple(t.shape)}"
+        )
+    if min(t.shape) < 1:
+        raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    t = t.float()  # the network runs in float32 (autocast handles lower precision)
+    if not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf values; replace them (e.g. np.nan_to_num)")
+    return t
+
+
+class SupportQueryPredictor:
+    """Few-shot inference with a trained `ALPNet`, on CPU or CUDA.
+
+    Args:
+        model: the network; its train/eval mode is restored after each call.
+        device: where to run (default: the model's device).
+        image_size: slices are resized to ``image_size`` x ``image_size`` for the network
+            (the size it was trained at) and results resized back to the query's size.
+        batch_size: query slices per backbone call.
+        amp: autocast on CUDA (bf16 where supported, else fp16).
+        progress: show a tqdm bar over query batches.
+
+    Example:
+        >>> import numpy as np
+        >>> from fewshotseg import ALPNet
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+        ...                                   image_size=64)
+        >>> image = np.random.default_rng(0).random((80, 80)).astype(np.float32)
+        >>> label = np.zeros((80, 80), np.int64); label[20:50, 30:60] = 4
+        >>> predictor.predict(image, label, np.stack([image, image])).shape
+        (2, 80, 80)
+    """
+
+    def __init__(
+        self,
+        model: ALPNet,
+        *,
+        device: str | torch.device | None = None,
+        image_size: int = 256,
+        batch_size: int = 16,
+        amp: bool = False,
+        progress: bool = False,
+    ) -> None:
+        if image_size < 8 or batch_size < 1:
+            raise ValueError(
+                f"need image_size >= 8 and batch_size >= 1, got {image_size}, {batch_size}"
+            )
+        if device is None:
+            device = next(model.parameters()).device
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.image_size = int(image_size)
+        self.batch_size = int(batch_size)
+        self.amp = bool(amp)
+        self.progress = progress
+
+    # ------------------------------------------------------------ construction
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, device: str | torch.device | None = None, **kwargs: Any
+    ) -> SupportQueryPredictor:
+        """Rebuild the model from a checkpoint's ``model_config`` and load its weights.
+
+        Works with `Trainer` checkpoints and with the small fp16 files of `pretrained`.
+        """
+        from fewshotseg.training import load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        model = ALPNet.from_config(ckpt["model_config"])
+        model.load_state_dict(
+            {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+        )
+        kwargs.setdefault("image_size", int(ckpt.get("image_size", 256)))
+        return cls(model.eval(), device=device or "cpu", **kwargs)
+
+    @classmethod
+    def pretrained(
+        cls, name: str = "chaos-ssl", *, device: str | torch.device | None = None, **kwargs: Any
+    ) -> SupportQueryPredictor:
+        """A checkpoint shipped inside the package (no download), by name in `PRETRAINED`."""
+        if name not in PRETRAINED:
+            raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
+        path = _DATA / PRETRAINED[name]
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"the pretrained weights {path.name!r} are not in {path.parent}; this build of "
+                "fewshotseg does not ship them"
+            )
+        return cls.from_checkpoint(path, device=device, **kwargs)
+
+    # ----------------------------------------------------------------- support
+    def encode_support(self, support_img: Any, support_mask: Any) -> SupportSet:
+        """Encode and pool a support set once, for any number of `predict` calls.
+
+        Args:
+            support_img: ``(H, W)`` or ``(K, H, W)`` image(s), any real dtype.
+            support_mask: integer labels of the same shape (0 = background); every nonzero
+                value is a class (N-way), all shots annotated for all classes.
+        """
+        img = _check_image(_to_tensor(support_img, "support_img"), "support_img")
+        mask = _to_tensor(support_mask, "support_mask")
+        if tuple(mask.shape) != tuple(img.shape):
+            raise ValueError(
+                f"support_mask shape {tuple(mask.shape)} must equal support_img shape "
+                f"{tuple(img.shape)}"
+            )
+        if mask.is_floating_point() and (
+            not torch.isfinite(mask).all() or not torch.equal(mask, mask.round())
+        ):
+            raise ValueError("support_mask must hold integer label values (0 = background)")
+        mask = mask.long()
+        if (mask < 0).any():
+            raise ValueError("support_mask has negative labels; use 0 for background, >0 classes")
+        if img.ndim == 2:
+            img, mask = img[None], mask[None]
+        values = tuple(int(v) for v in torch.unique(mask).tolist() if v != 0)
+        if not values:
+            raise ValueError("support_mask has no foreground: label at least one pixel (> 0)")
+        onehot = torch.stack([(mask == v) for v in values], dim=1).float()  # (K, N, H, W)
+        size = (self.image_size, self.image_size)
+        img = self._resize(img[:, None].to(self.device), size)  # (K, 1, S, S)
+        onehot = self._resize(onehot.to(self.device), size)
+        present = onehot.flatten(2).amax(-1) > 0  # (K, N)
+        for n, v in enumerate(values):
+            if not present[:, n].any():
+                raise ValueError(
+                    f"class {v} vanishes when the support is resized to {size}; use a larger "
+                    "image_size or a support slice where the class is bigger"
+                )
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            feats = self.model.encode(img)
+            protos = self.model.prototypes(feats[None], self.model.prepare_masks(onehot[None]))
+        return SupportSet(protos, values, img.shape[0])
+
+    # ------------------------------------------------------------------ queries
+    def predict_proba(self, support_img: Any, support_mask: Any, query: Any) -> Any:
+        """Class probabilities ``(N + 1, H, W)`` or ``(N + 1, D, H, W)`` for the query.
+
+        Channel 0 is background, channel n + 1 the n-th smallest support label value. Numpy in,
+        numpy out (float32); torch in, torch out on the query's device.
+        """
+        support = self.encode_support(support_img, support_mask)
+        return self.predict_proba_with(support, query)
+
+    def predict(self, support_img: Any, support_mask: Any, query: Any) -> Any:
+        """Label map with the query's shape, using the support's label values (int64).
+
+        Equals the argmax of `predict_proba`, mapped to the label values.
+        """
+        support = self.encode_support(support_img, support_mask)
+        return self.predict_with(support, query)
+
+    def predict_proba_with(self, support: SupportSet, query: Any) -> Any:
+        """`predict_proba` with an already encoded support set."""
+        q, as_numpy, out_device, squeeze = self._query(query)
+        probs = torch.cat(list(self._stream(support, q)), dim=1)  # (N + 1, D, H, W) on CPU
+        probs = probs[:, 0] if squeeze else probs
+        return probs.numpy() if as_numpy else probs.to(out_device)
+
+    def predict_with(self, support: SupportSet, query: Any) -> Any:
+        """`predict` with an already encoded support set."""
+        q, as_numpy, out_device, squeeze = self._query(query)
+        lut = torch.tensor((0, *support.label_values), dtype=torch.long)
+        labels = torch.cat([lut[p.argmax(0)] for p in self._stream(support, q)], dim=0)
+        labels = labels[0] if squeeze else labels
+        return labels.numpy() if as_numpy else labels.to(out_device)
+
+    # ----------------------------------------------------------------- helpers
+    def _query(self, query: Any) -> tuple[Tensor, bool, torch.device, bool]:
+        as_numpy = not isinstance(query, Tensor)
+        t = _to_tensor(query, "query")
+        out_device = t.device if isinstance(query, Tensor) else torch.device("cpu")
+        t = _check_image(t, "query")
+        squeeze = t.ndim == 2
+        return (t[None] if squeeze else t), as_numpy, out_device, squeeze
+
+    def _stream(self, support: SupportSet, query: Tensor) -> Iterator[Tensor]:
+        """Probabilities ``(N + 1, d, H, W)`` on the CPU, one query batch at a time."""
+        depth, h, w = query.shape
+        size = (self.image_size, self.image_size)
+        starts = range(0, depth, self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="segmenting", unit="batch")
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            for start in starts:
+                chunk = query[start : start + self.batch_size].to(self.device)[:, None]
+                chunk = self._resize(chunk, size)
+                feats = self.model.encode(chunk)
+                protos = support.prototypes.expand(chunk.shape[0])
+                logits = self.model.segment(feats, protos, size).float()
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+                yield logits.softmax(1).transpose(0, 1).cpu()
+
+    @staticmethod
+    def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+        if tuple(x.shape[-2:]) == size:
+            return x
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+    @contextlib.contextmanager
+    def _eval_mode(self) -> Iterator[None]:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            yield
+        finally:
+            self.model.train(was_training)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if not (self.amp and self.device.type == "cuda"):
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+
+    # ------------------------------------------------------------------ volumes
+    def segment_volume(
+        self,
+        support_volume: Any,
+        support_labels: Any,
+        query_volume: Any,
+        *,
+        classes: Sequence[int] | None = None,
+        parts: int = 3,
+    ) -> np.ndarray:
+        """Segment a whole query volume from a labelled support volume (no query labels used).
+
+        For each class, the support slices are the protocol's (`evaluation.support_slice_indices`:
+        the middle slice of each of ``parts`` chunks of the class's extent). Query slice ``z``
+        of ``D`` is placed at the same relative depth of the support volume
+        (``z * D_s / D``); the support chunk that depth falls in (the first or last chunk
+        outside the class's extent) gives its support slice. Each class is segmented 1-way,
+        as in the paper's protocol; a voxel takes the class with the highest foreground
+        probability when that probability is > 0.5, else background.
+
+        Args:
+            support_volume, support_labels: ``(D_s, H, W)`` image and integer labels.
+            query_volume: ``(D, H', W')``.
+            classes: label values to segment (default: every nonzero support label).
+            parts: chunks per class (3 in the paper).
+
+        Returns:
+            ``(D, H', W')`` int64 numpy label map.
+        """
+        from fewshotseg.evaluation import support_slice_indices
+
+        sup = np.asarray(
+            support_volume
+            if not isinstance(support_volume, Tensor)
+            else support_volume.cpu().numpy()
+        )
+        lab = np.asarray(
+            support_labels
+            if not isinstance(support_labels, Tensor)
+            else support_labels.cpu().numpy()
+        )
+        qry = query_volume.cpu().numpy() if isinstance(query_volume, Tensor) else query_volume
+        qry = np.asarray(qry)
+        if sup.ndim != 3 or lab.shape != sup.shape or qry.ndim != 3:
+            raise ValueError(
+                "segment_volume needs (D, H, W) support volume and labels of the same shape and "
+                f"a (D, H, W) query; got {sup.shape}, {lab.shape}, {qry.shape}"
+            )
+        if classes is None:
+            classes = [int(v) for v in np.unique(lab) if v != 0]
+        depth_s, depth_q = sup.shape[0], qry.shape[0]
+        best = np.zeros(qry.shape, np.float32)
+        result = np.zeros(qry.shape, np.int64)
+        for cls in classes:
+            picks = support_slice_indices(lab, cls, parts=parts)
+            present = np.flatnonzero((lab == cls).any(axis=(1, 2)))
+            lo, hi = int(present.min()), int(present.max())
+            rel = np.arange(depth_q) * depth_s / depth_q
+            span = max(hi - lo, 1e-9) / parts
+            chunk = np.clip(((rel - lo) // span).astype(int), 0, parts - 1)
+            for i, z_s in enumerate(picks):
+                zs = np.flatnonzero(chunk == i)
+                if not len(zs):
+                    continue
+                binary = (lab[z_s] == cls).astype(np.int64)
+                proba = self.predict_proba(sup[z_s], binary, qry[zs])[1]  # (d, H', W')
+                take = (proba > 0.5) & (proba > best[zs])
+                best[zs] = np.where(take, proba, best[zs])
+                result[zs] = np.where(take, cls, result[zs])
+        return result

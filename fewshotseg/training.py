@@ -1,0 +1,551 @@
+"""Training: the paper's objective (weighted cross-entropy + prototype alignment), resumable.
+
+Episode ``t * batch_size + j`` of the sampler's stream feeds step ``t``, so the data a step sees
+is a pure function of the step number: a resumed run sees exactly the episodes an uninterrupted
+one would, with any number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fewshotseg._version import __version__
+from fewshotseg.models.alpnet import ALPNet
+
+__all__ = ["TrainConfig", "TrainHistory", "Trainer", "episode_loss", "load_checkpoint"]
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings; the defaults are the paper's (section 4, "Implementation").
+
+    Attributes:
+        iterations: optimisation steps in total (a resumed run may raise it).
+        batch_size: episodes per step, run through the backbone in one call.
+        lr, momentum, weight_decay: SGD settings.
+        lr_gamma, lr_step: the learning rate is multiplied by ``lr_gamma`` every ``lr_step``
+            steps (the paper: 0.98 per 1000; the reference code used 0.95).
+        bg_weight: cross-entropy weight of the background class (foreground classes: 1).
+        align_weight: weight of the prototype alignment loss (0 switches it off).
+        amp: mixed precision on CUDA (bf16 where supported, else fp16 with a GradScaler);
+            ignored with a warning on CPU.
+        seed: seeds the model-side randomness; episodes come from the sampler's own seed.
+        checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; a run there resumes.
+        checkpoint_every: steps between checkpoints (one is always written at the end).
+        log_every: steps between log lines.
+        num_workers: DataLoader worker processes building episodes (0 = in the main process).
+        max_nonfinite: this many non-finite losses in a row stop training with an error.
+        validate_every: steps between calls of the validation hook (0 = never).
+        progress: show a tqdm bar (rank 0 only).
+    """
+
+    iterations: int = 100_000
+    batch_size: int = 1
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_gamma: float = 0.98
+    lr_step: int = 1000
+    bg_weight: float = 0.05
+    align_weight: float = 1.0
+    amp: bool = False
+    seed: int = 0
+    checkpoint_dir: str | None = None
+    checkpoint_every: int = 1000
+    log_every: int = 100
+    num_workers: int = 0
+    max_nonfinite: int = 20
+    validate_every: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "batch_size", "lr_step", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "validate_every", "weight_decay", "align_weight", "momentum"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 < self.lr_gamma <= 1 or self.bg_weight < 0:
+            raise ValueError("TrainConfig needs lr > 0, 0 < lr_gamma <= 1 and bg_weight >= 0")
+
+    @classmethod
+    def cpu_preset(cls, **overrides: Any) -> TrainConfig:
+        """About an hour on a 2-core CPU with ``ALPNet(backbone="resnet18")`` at 256 x 256
+        (~0.45 s per step): 8000 steps, checkpoints every 500."""
+        settings: dict[str, Any] = {
+            "iterations": 8000,
+            "checkpoint_every": 500,
+            "log_every": 100,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (stored in checkpoints)."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainHistory:
+    """What `Trainer.fit` measured, one entry per logged step (lists of plain floats)."""
+
+    steps: list[int] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    seg_loss: list[float] = field(default_factory=list)
+    align_loss: list[float] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    validation: list[tuple[int, float]] = field(default_factory=list)
+    skipped_steps: int = 0
+    seconds: float = 0.0
+
+
+def _one_hot_foreground(labels: Tensor, ways: int) -> Tensor:
+    """(B, H, W) labels in 0..N -> (B, N, H, W) float foreground masks."""
+    return F.one_hot(labels.clamp(0, ways), ways + 1)[..., 1:].permute(0, 3, 1, 2).float()
+
+
+def _support_labels(masks: Tensor) -> Tensor:
+    """(B, S, N, H, W) one-hot foreground -> (B, S, H, W) labels 0..N (0 where none is set)."""
+    background = (masks.sum(2, keepdim=True) <= 0).to(masks.dtype)
+    return torch.cat([background, masks], dim=2).argmax(2)
+
+
+def episode_loss(
+    model: ALPNet,
+    support_images: Tensor,
+    support_masks: Tensor,
+    query_images: Tensor,
+    query_labels: Tensor,
+    *,
+    bg_weight: float = 0.05,
+    align_weight: float = 1.0,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The paper's loss for a batch of episodes: ``(total, segmentation, alignment)``.
+
+    Segmentation: cross-entropy on the query with weights ``bg_weight`` for background and 1
+    for each class, ignoring 255, as torch's weighted mean (divided by the summed weights of the
+    pixels, as the reference code does; eq. 7 divides by H x W).
+    Alignment (PANet): the query with its hard, detached predicted mask as the support segments
+    each support image; plain cross-entropy, averaged over shots; a class the query prediction
+    misses gets a zero prototype.
+
+    Args:
+        support_images ``(B, S, 1, H, W)``; support_masks ``(B, S, N, H, W)``;
+        query_images ``(B, 1, H, W)``; query_labels ``(B, H, W)`` long in 0..N or 255.
+    """
+    ways = support_masks.shape[2]
+    logits, support_feats, query_feats = model.forward_with_features(
+        support_images, support_masks, query_images
+    )
+    weight = torch.ones(ways + 1, device=logits.device)
+    weight[0] = bg_weight
+    seg = F.cross_entropy(logits.float(), query_labels, weight=weight, ignore_index=255)
+    if align_weight <= 0:
+        return seg, seg.detach(), torch.zeros_like(seg.detach())
+
+    predicted = _one_hot_foreground(logits.detach().argmax(1), ways)  # (B, N, H, W)
+    protos = model.prototypes(
+        query_feats[:, None], model.prepare_masks(predicted[:, None]), allow_empty=True
+    )
+    targets = _support_labels(support_masks)  # (B, S, H, W)
+    size = tuple(support_images.shape[-2:])
+    shots = support_images.shape[1]
+    align = logits.new_zeros((), dtype=torch.float32)
+    for s in range(shots):
+        shot_logits = model.segment(support_feats[:, s], protos, size)  # type: ignore[arg-type]
+        align = align + F.cross_entropy(shot_logits.float(), targets[:, s], ignore_index=255)
+    align = align / shots
+    return seg + align_weight * align, seg.detach(), align.detach()
+
+
+class _LossModule(nn.Module):
+    """Wraps the loss so DistributedDataParallel sees one forward per step."""
+
+    def __init__(self, model: ALPNet, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.bg_weight = config.bg_weight
+        self.align_weight = config.align_weight
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return episode_loss(
+            self.model, *tensors, bg_weight=self.bg_weight, align_weight=self.align_weight
+        )
+
+
+class _EpisodeRange(torch.utils.data.Dataset):
+    """Map-style view of the sampler: item i is episode i of this rank's stream."""
+
+    def __init__(self, sampler: Any) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return 2**62
+
+    def __getitem__(self, index: int) -> Any:
+        return self.sampler.episode(index)
+
+
+class _IndexRange(torch.utils.data.Sampler[int]):
+    def __init__(self, start: int, stop: int) -> None:
+        self.start, self.stop = start, stop
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _distributed() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _atomic_save(obj: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file in the same folder, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by `Trainer` (``weights_only=True``: tensors and plain values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path.name!r} not found in {path.parent.resolve()}")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
+        raise ValueError(f"{path} is not a fewshotseg checkpoint (no 'model'/'model_config' keys)")
+    return ckpt
+
+
+class Trainer:
+    """Trains an `ALPNet` on episodes from an `EpisodeSampler`.
+
+    Args:
+        model: the network (moved to ``device``).
+        sampler: anything with ``episode(index) -> Episode``; its stream is indexed by step.
+        config: `TrainConfig` (default: the paper's settings).
+        device: where to train (default: CUDA if available, else CPU).
+        validate: optional ``callable(model) -> float`` (higher is better), run every
+            ``config.validate_every`` steps in eval mode; the best model goes to ``best.pt``.
+
+    Under ``torchrun`` (an initialised default process group) the model is wrapped in
+    DistributedDataParallel; each rank draws its own episode stream (the sampler's ``rank``),
+    and only rank 0 logs and writes checkpoints.
+
+    Example:
+        >>> import numpy as np
+        >>> from fewshotseg import ALPNet, EpisodeSampler
+        >>> rng = np.random.default_rng(0)
+        >>> images = [rng.random((2, 32, 32)).astype("float32")]
+        >>> labels = [np.repeat(np.arange(4), 256).reshape(1, 32, 32).repeat(2, 0) + 1]
+        >>> sampler = EpisodeSampler(images, labels, image_size=32, min_foreground=10, seed=0)
+        >>> trainer = Trainer(ALPNet(backbone="tiny", feature_dim=8), sampler,
+        ...                   TrainConfig(iterations=2, progress=False), device="cpu")
+        >>> history = trainer.fit()
+        >>> trainer.step
+        2
+    """
+
+    def __init__(
+        self,
+        model: ALPNet,
+        sampler: Any,
+        config: TrainConfig | None = None,
+        *,
+        device: str | torch.device | None = None,
+        validate: Callable[[ALPNet], float] | None = None,
+    ) -> None:
+        self.config = config if config is not None else TrainConfig()
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device)
+        self.sampler = sampler
+        self.validate = validate
+        self.rank, self.world_size = _distributed()
+        if self.world_size > 1 and hasattr(sampler, "rank"):
+            sampler.rank = self.rank
+        torch.manual_seed(self.config.seed)
+        self.optimizer = torch.optim.SGD(
+            self.model.parameters(),
+            lr=self.config.lr,
+            momentum=self.config.momentum,
+            weight_decay=self.config.weight_decay,
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=self.config.lr_step, gamma=self.config.lr_gamma
+        )
+        self.step = 0
+        self.best_score = -math.inf
+        self.history = TrainHistory()
+        self._nonfinite_in_a_row = 0
+        self._loss = _LossModule(self.model, self.config)
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._loss = nn.parallel.DistributedDataParallel(self._loss, device_ids=ids)
+        self._amp_dtype: torch.dtype | None = None
+        self._scaler: torch.amp.GradScaler | None = None
+        if self.config.amp:
+            if self.device.type != "cuda":
+                warnings.warn("amp=True has no effect on CPU; training in float32", stacklevel=2)
+            elif torch.cuda.is_bf16_supported():
+                self._amp_dtype = torch.bfloat16
+            else:
+                self._amp_dtype = torch.float16
+                self._scaler = torch.amp.GradScaler("cuda")
+
+    # -------------------------------------------------------------------- steps
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimisation step on a batch of episodes (an `EpisodeBatch` or a sequence of
+        `Episode`); returns ``{"loss", "seg_loss", "align_loss", "lr"}`` as floats. A
+        non-finite loss skips the update (``"skipped": 1.0``)."""
+        batch = self._as_batch(batch).to(self.device)
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        autocast = (
+            torch.autocast(self.device.type, dtype=self._amp_dtype)
+            if self._amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            loss, seg, align = self._loss(
+                batch.support_images,
+                batch.support_masks,
+                batch.query_images,
+                batch.query_labels,
+            )
+        lr = self.optimizer.param_groups[0]["lr"]
+        if not torch.isfinite(loss):
+            self._nonfinite_in_a_row += 1
+            self.history.skipped_steps += 1
+            warnings.warn(
+                f"non-finite loss at step {self.step} ({self._nonfinite_in_a_row} in a row); "
+                "step skipped",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            if self._nonfinite_in_a_row >= self.config.max_nonfinite:
+                raise RuntimeError(
+                    f"{self._nonfinite_in_a_row} non-finite losses in a row at step {self.step}: "
+                    "training stopped; the last good checkpoint is kept. Lower the learning "
+                    "rate, or check the inputs for NaN/inf"
+                )
+            return {
+                "loss": float(loss),
+                "seg_loss": float(seg),
+                "align_loss": float(align),
+                "lr": lr,
+                "skipped": 1.0,
+            }
+        self._nonfinite_in_a_row = 0
+        if self._scaler is not None:
+            self._scaler.scale(loss).backward()
+            self._scaler.step(self.optimizer)
+            self._scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.scheduler.step()
+        return {
+            "loss": float(loss),
+            "seg_loss": float(seg),
+            "align_loss": float(align),
+            "lr": lr,
+            "skipped": 0.0,
+        }
+
+    @staticmethod
+    def _as_batch(batch: Any) -> Any:
+        from fewshotseg.episodes import Episode, collate_episodes
+
+        if isinstance(batch, Episode):
+            return collate_episodes([batch])
+        if isinstance(batch, (list, tuple)):
+            return collate_episodes(list(batch))
+        return batch
+
+    def _batches(self, start_step: int) -> Iterator[Any]:
+        from fewshotseg.episodes import collate_episodes
+
+        cfg = self.config
+        first, last = start_step * cfg.batch_size, cfg.iterations * cfg.batch_size
+        loader = torch.utils.data.DataLoader(
+            _EpisodeRange(self.sampler),
+            batch_size=cfg.batch_size,
+            sampler=_IndexRange(first, last),
+            num_workers=cfg.num_workers,
+            collate_fn=collate_episodes,
+            persistent_workers=False,
+        )
+        return iter(loader)
+
+    # --------------------------------------------------------------------- loop
+    def fit(self) -> TrainHistory:
+        """Train until ``config.iterations``; resumes from ``checkpoint_dir/last.pt`` if present.
+
+        Ctrl-C saves a checkpoint before stopping. Returns the `TrainHistory`.
+        """
+        cfg = self.config
+        ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        if ckpt_dir is not None and (ckpt_dir / CHECKPOINT_NAME).is_file():
+            self.load(ckpt_dir / CHECKPOINT_NAME)
+            logger.info("resumed from %s at step %d", ckpt_dir / CHECKPOINT_NAME, self.step)
+        if self.step >= cfg.iterations:
+            return self.history
+        bar = None
+        if cfg.progress and self.rank == 0:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=cfg.iterations, initial=self.step, desc="training", unit="it")
+        started = time.perf_counter()
+        window: list[float] = []
+        try:
+            for batch in self._batches(self.step):
+                out = self.train_step(batch)
+                self.step += 1
+                window.append(out["loss"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{out['loss']:.3f}", align=f"{out['align_loss']:.3f}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
+                    self._log(out, window, started)
+                    window = []
+                if cfg.validate_every and self.validate and self.step % cfg.validate_every == 0:
+                    self._run_validation(ckpt_dir)
+                if ckpt_dir is not None and self.step % cfg.checkpoint_every == 0:
+                    self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
+        except KeyboardInterrupt:
+            if ckpt_dir is not None:
+                self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
+                logger.warning("interrupted at step %d; checkpoint saved", self.step)
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self.history.seconds += time.perf_counter() - started
+        if ckpt_dir is not None:
+            self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
+        return self.history
+
+    def _log(self, out: dict[str, float], window: list[float], started: float) -> None:
+        finite = [v for v in window if math.isfinite(v)]
+        mean = sum(finite) / len(finite) if finite else float("nan")
+        h = self.history
+        h.steps.append(self.step)
+        h.loss.append(mean)
+        h.seg_loss.append(out["seg_loss"])
+        h.align_loss.append(out["align_loss"])
+        h.lr.append(out["lr"])
+        if self.rank == 0:
+            rate = self.step / max(time.perf_counter() - started, 1e-9)
+            logger.info(
+                "step %d loss %.4f (seg %.4f, align %.4f) lr %.2e, %.2f it/s",
+                self.step,
+                mean,
+                out["seg_loss"],
+                out["align_loss"],
+                out["lr"],
+                rate,
+            )
+
+    def _run_validation(self, ckpt_dir: Path | None) -> None:
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            score = float(self.validate(self.model))  # type: ignore[misc]
+        finally:
+            self.model.train(was_training)
+        self.history.validation.append((self.step, score))
+        logger.info("step %d validation %.4f", self.step, score)
+        if score > self.best_score:
+            self.best_score = score
+            if ckpt_dir is not None:
+                self._save_rank0(ckpt_dir / BEST_NAME)
+
+    # -------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """The checkpoint dict: tensors and plain Python values only."""
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.model.state_dict(),
+            "model_config": self.model.model_config,
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "step": self.step,
+            "rng": rng,
+            "config": self.config.to_dict(),
+            "best_score": self.best_score,
+            "version": __version__,
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write a checkpoint atomically (temporary file + rename)."""
+        _atomic_save(self.state_dict(), Path(path))
+
+    def _save_rank0(self, path: Path) -> None:
+        if self.rank == 0:
+            self.save(path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore model, optimiser, scheduler, step and RNG from a checkpoint."""
+        ckpt = load_checkpoint(path, map_location=self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.step = int(ckpt["step"])
+        self.best_score = float(ckpt.get("best_score", -math.inf))
+        rng = ckpt.get("rng", {})
+        if "torch" in rng:
+            torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+    @classmethod
+    def resume(
+        cls,
+        path: str | os.PathLike,
+        sampler: Any,
+        *,
+        device: str | torch.device | None = None,
+        **config_overrides: Any,
+    ) -> Trainer:
+        """Rebuild model, optimiser and config from a checkpoint and continue from its step.
+
+        ``config_overrides`` replace stored settings (e.g. ``iterations=`` to train longer).
+        """
+        ckpt = load_checkpoint(path)
+        config = TrainConfig(**{**ckpt["config"], **config_overrides})
+        trainer = cls(ALPNet.from_config(ckpt["model_config"]), sampler, config, device=device)
+        trainer.load(path)
+        return trainer
