@@ -74,9 +74,11 @@ def _check_image(t: Tensor, name: str) -> Tensor:
         )
     if min(t.shape) < 1:
         raise ValueError(f"{name} is empty: shape {tuple(t.shape)}")
+    if t.is_floating_point() and not torch.isfinite(t).all():
+        raise ValueError(f"{name} contains NaN or inf values; replace them (e.g. np.nan_to_num)")
     t = t.float()  # the network runs in float32 (autocast handles lower precision)
     if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf values; replace them (e.g. np.nan_to_num)")
+        raise ValueError(f"{name} has values beyond the float32 range (|x| > 3.4e38); rescale it")
     return t
 
 
