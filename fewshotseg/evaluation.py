@@ -489,7 +489,7 @@ class ResultTable:
         for protocol, setting, ways in self.groups():
             sub = self.filter(protocol=protocol, setting=setting, ways=ways)
             per_class = sub.per_class(metric)
-            names = {}
+            names: dict[int, str] = {}
             for r in sub:
                 names.setdefault(r.class_id, r.class_name)
             out.append(
@@ -962,9 +962,9 @@ def _natural_key(s: str) -> tuple:
 
 def _sorted_ids(ids: Sequence[Hashable]) -> list[Hashable]:
     if all(isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in ids):
-        return sorted(ids, key=int)
+        return sorted(ids, key=lambda i: int(i))  # type: ignore[call-overload]
     if all(isinstance(i, str) for i in ids):
-        return sorted(ids, key=_natural_key)
+        return sorted(ids, key=lambda i: _natural_key(str(i)))
     raise TypeError(
         "patient_ids must be all integers or all strings, got "
         f"{sorted({type(i).__name__ for i in ids})}."
