@@ -274,9 +274,7 @@ def test_split_suffix_and_sibling_path(stem: str, suffix: str) -> None:
 
 def test_sibling_path_examples_and_errors() -> None:
     assert fio.sibling_path("d/image_3.nii.gz", "pseudo") == Path("d/image_3.pseudo.nii.gz")
-    assert fio.sibling_path("d/image_3.NII.GZ", "pred", suffix=".png") == Path(
-        "d/image_3.pred.png"
-    )
+    assert fio.sibling_path("d/image_3.NII.GZ", "pred", suffix=".png") == Path("d/image_3.pred.png")
     assert fio.sibling_path("d/patient1", "pseudo", folder="out") == Path(
         "out/patient1.pseudo.nii.gz"
     )
