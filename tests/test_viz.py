@@ -1,0 +1,88 @@
+"""Tests for fewshotseg.viz: overlays as figures and PNG files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from fewshotseg import viz  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _volume() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(5, 32, 32)).astype(np.float32)
+    truth = np.zeros((5, 32, 32), np.int32)
+    truth[3, 5:20, 5:20] = 1  # slice 3 has the most foreground
+    truth[1, 2:4, 2:4] = 2
+    truth[3, 25:30, 25:30] = 2
+    prediction = np.roll(truth, 2, axis=2)
+    return image, truth, prediction
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+@pytest.mark.parametrize("style", ["contour", "fill"])
+def test_save_overlay_writes_a_png(tmp_path: Path, style: str) -> None:
+    image, truth, prediction = _volume()
+    out = viz.save_overlay(
+        image, truth, prediction, path=tmp_path / "sub" / "o.png", style=style, dpi=50
+    )
+    data = out.read_bytes()
+    assert out == tmp_path / "sub" / "o.png"
+    assert data.startswith(PNG_MAGIC) and len(data) > 1000
+
+
+def test_contour_overlay_picks_the_busiest_slice_and_names_classes() -> None:
+    image, truth, prediction = _volume()
+    fig = viz.overlay(image, truth, prediction, classes={1: "liver", 2: "spleen", 3: "kidney"})
+    assert fig._suptitle.get_text() == "slice 3"
+    assert len(fig.axes) == 1
+    # kidney is absent from the slice, so not in the legend; line styles are explained
+    assert _legend_texts(fig) == ["liver", "spleen", "truth", "prediction"]
+    # two classes x (truth, prediction) contour sets
+    assert len(fig.axes[0].collections) == 4
+
+
+def test_fill_overlay_has_one_panel_per_label_map() -> None:
+    image, truth, prediction = _volume()
+    fig = viz.overlay(image, truth, prediction, style="fill", slice_index=1, title="case 1")
+    assert [ax.get_title() for ax in fig.axes] == ["truth", "prediction"]
+    assert fig._suptitle.get_text() == "case 1"
+    assert _legend_texts(fig) == ["class 2"]
+    assert len(viz.overlay(image, prediction=prediction, style="fill").axes) == 1
+
+
+def test_2d_slice_image_only_and_rotation() -> None:
+    image, truth, _ = _volume()
+    fig = viz.overlay(image[3], rot90=1)
+    assert fig._suptitle is None
+    shown = fig.axes[0].images[0].get_array()
+    np.testing.assert_allclose(shown, np.rot90(image[3]))
+    assert _legend_texts(fig) == []
+    fig = viz.overlay(image, truth, slice_index=-1)  # empty slice: nothing drawn, no error
+    assert fig._suptitle.get_text() == "slice 4"
+
+
+def test_errors() -> None:
+    image, truth, _ = _volume()
+    with pytest.raises(ValueError, match="shape"):
+        viz.overlay(image, truth[:, :10])
+    with pytest.raises(ValueError, match="style"):
+        viz.overlay(image, truth, style="outline")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="slice_index"):
+        viz.overlay(image[0], truth[0], slice_index=0)
+    with pytest.raises(ValueError, match="out of range"):
+        viz.overlay(image, truth, slice_index=5)
+    with pytest.raises(ValueError, match="whole numbers"):
+        viz.overlay(image, truth + 0.5)
+    with pytest.raises(ValueError, match="alpha"):
+        viz.overlay(image, truth, alpha=0.0)
