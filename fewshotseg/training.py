@@ -26,7 +26,14 @@ from torch import Tensor, nn
 from fewshotseg._version import __version__
 from fewshotseg.models.alpnet import ALPNet
 
-__all__ = ["TrainConfig", "TrainHistory", "Trainer", "episode_loss", "load_checkpoint"]
+__all__ = [
+    "TrainConfig",
+    "TrainHistory",
+    "Trainer",
+    "episode_loss",
+    "init_distributed",
+    "load_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -217,6 +224,24 @@ class _IndexRange(torch.utils.data.Sampler[int]):
         return self.stop - self.start
 
 
+def init_distributed() -> torch.device:
+    """Join the process group that ``torchrun`` describes in the environment, if any.
+
+    Uses NCCL with one GPU per local rank when CUDA is available, else gloo on the CPU.
+    Returns the device this process should train on. Without ``torchrun`` (no
+    ``WORLD_SIZE`` > 1) it does nothing and returns the default device.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available()
+    if world > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
 def _distributed() -> tuple[int, int]:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank(), torch.distributed.get_world_size()
@@ -336,6 +361,9 @@ class Trainer:
             if self._amp_dtype is not None
             else contextlib.nullcontext()
         )
+        # BatchNorm updates its running statistics during the forward pass; keep a copy so a
+        # non-finite step cannot poison them.
+        buffers = [b.detach().clone() for b in self.model.buffers()]
         with autocast:
             loss, seg, align = self._loss(
                 batch.support_images,
@@ -344,6 +372,12 @@ class Trainer:
                 batch.query_labels,
             )
         lr = self.optimizer.param_groups[0]["lr"]
+        stats = {
+            "loss": float(loss.detach()),
+            "seg_loss": float(seg),
+            "align_loss": float(align),
+            "lr": lr,
+        }
         if not torch.isfinite(loss):
             self._nonfinite_in_a_row += 1
             self.history.skipped_steps += 1
@@ -359,13 +393,10 @@ class Trainer:
                     "training stopped; the last good checkpoint is kept. Lower the learning "
                     "rate, or check the inputs for NaN/inf"
                 )
-            return {
-                "loss": float(loss),
-                "seg_loss": float(seg),
-                "align_loss": float(align),
-                "lr": lr,
-                "skipped": 1.0,
-            }
+            with torch.no_grad():
+                for buf, saved in zip(self.model.buffers(), buffers, strict=True):
+                    buf.copy_(saved)
+            return {**stats, "skipped": 1.0}
         self._nonfinite_in_a_row = 0
         if self._scaler is not None:
             self._scaler.scale(loss).backward()
@@ -375,13 +406,7 @@ class Trainer:
             loss.backward()
             self.optimizer.step()
         self.scheduler.step()
-        return {
-            "loss": float(loss),
-            "seg_loss": float(seg),
-            "align_loss": float(align),
-            "lr": lr,
-            "skipped": 0.0,
-        }
+        return {**stats, "skipped": 0.0}
 
     @staticmethod
     def _as_batch(batch: Any) -> Any:

@@ -1,0 +1,325 @@
+"""Trainer: the objective, learning, exact resume, atomic checkpoints, NaN handling, DDP."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fewshotseg.episodes import AugmentConfig, EpisodeSampler, collate_episodes
+from fewshotseg.models import ALPNet
+from fewshotseg.training import (
+    TrainConfig,
+    Trainer,
+    episode_loss,
+    load_checkpoint,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def blob_data(scans=2, depth=3, size=32, seed=0):
+    """Images whose 'superpixels' are 4 x 4 blocks of distinct texture and brightness."""
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    block = size // 4
+    ids = np.arange(16).reshape(4, 4).repeat(block, 0).repeat(block, 1) + 1
+    for _ in range(scans):
+        base = rng.random(17)[ids]
+        vol = np.stack([base + 0.05 * rng.standard_normal((size, size)) for _ in range(depth)])
+        images.append(vol.astype(np.float32))
+        labels.append(np.repeat(ids[None], depth, 0))
+    return images, labels
+
+
+def make_sampler(seed=0, augment=None, **kwargs):
+    images, labels = blob_data()
+    return EpisodeSampler(
+        images, labels, image_size=32, min_foreground=16, seed=seed, augment=augment, **kwargs
+    )
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return ALPNet(backbone="tiny", feature_dim=16)
+
+
+def params(model):
+    return torch.cat(
+        [p.detach().flatten() for p in model.state_dict().values() if p.is_floating_point()]
+    )
+
+
+def test_config_defaults_are_the_papers():
+    cfg = TrainConfig()
+    assert (cfg.iterations, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == (
+        100_000,
+        1,
+        1e-3,
+        0.9,
+        5e-4,
+    )
+    assert (cfg.lr_gamma, cfg.lr_step, cfg.bg_weight, cfg.align_weight, cfg.amp) == (
+        0.98,
+        1000,
+        0.05,
+        1.0,
+        False,
+    )
+    assert TrainConfig.cpu_preset().iterations < cfg.iterations
+    with pytest.raises(ValueError):
+        TrainConfig(iterations=0)
+    with pytest.raises(ValueError):
+        TrainConfig(lr=-1.0)
+
+
+def test_segmentation_loss_is_torch_weighted_mean():
+    model = tiny_model().eval()
+    batch = collate_episodes([make_sampler().episode(i) for i in range(2)])
+    total, seg, align = episode_loss(
+        model,
+        batch.support_images,
+        batch.support_masks,
+        batch.query_images,
+        batch.query_labels,
+        bg_weight=0.05,
+        align_weight=0.0,
+    )
+    logits = model(batch.support_images, batch.support_masks, batch.query_images)
+    logp = logits.log_softmax(1)
+    target = batch.query_labels
+    w = torch.where(target == 0, 0.05, 1.0)
+    picked = logp.gather(1, target[:, None])[:, 0]
+    expected = -(w * picked).sum() / w.sum()  # divided by the summed weights, not H x W
+    torch.testing.assert_close(seg, expected.detach(), rtol=1e-5, atol=1e-6)
+    assert align.item() == 0.0
+
+
+def test_alignment_loss_with_empty_prediction_is_finite():
+    """An untrained net may predict no foreground at all: zero prototype, no exception."""
+    model = tiny_model()
+    batch = collate_episodes([make_sampler().episode(0)])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()  # constant features: every query pixel ties, argmax = background
+    total, seg, align = episode_loss(
+        model, batch.support_images, batch.support_masks, batch.query_images, batch.query_labels
+    )
+    assert torch.isfinite(total) and torch.isfinite(align)
+
+
+def test_loss_decreases_on_a_tiny_task():
+    trainer = Trainer(
+        tiny_model(),
+        make_sampler(),
+        TrainConfig(iterations=60, lr=0.01, log_every=10, progress=False),
+        device="cpu",
+    )
+    history = trainer.fit()
+    assert history.steps == [10, 20, 30, 40, 50, 60]
+    assert history.loss[-1] < 0.7 * history.loss[0]
+    assert all(np.isfinite(history.align_loss))
+
+
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
+    cfg = {"lr": 0.01, "batch_size": 2, "lr_step": 2, "lr_gamma": 0.5, "progress": False}
+    straight = Trainer(
+        tiny_model(),
+        make_sampler(augment=AugmentConfig()),
+        TrainConfig(iterations=6, **cfg),
+        device="cpu",
+    )
+    straight.fit()
+
+    ckpt_dir = tmp_path / "run"
+    first = Trainer(
+        tiny_model(),
+        make_sampler(augment=AugmentConfig()),
+        TrainConfig(iterations=3, checkpoint_dir=str(ckpt_dir), **cfg),
+        device="cpu",
+    )
+    first.fit()
+    assert load_checkpoint(ckpt_dir / "last.pt")["step"] == 3
+    # A fresh process would rebuild everything; a different init proves the weights are loaded.
+    second = Trainer(
+        tiny_model(seed=99),
+        make_sampler(augment=AugmentConfig()),
+        TrainConfig(iterations=6, checkpoint_dir=str(ckpt_dir), **cfg),
+        device="cpu",
+    )
+    second.fit()
+    assert second.step == 6
+    assert torch.equal(params(second.model), params(straight.model))
+    assert second.optimizer.param_groups[0]["lr"] == straight.optimizer.param_groups[0]["lr"]
+
+
+def test_resume_classmethod_rebuilds_model_and_config(tmp_path):
+    trainer = Trainer(
+        tiny_model(), make_sampler(), TrainConfig(iterations=2, progress=False), device="cpu"
+    )
+    trainer.fit()
+    trainer.save(tmp_path / "c.pt")
+    again = Trainer.resume(tmp_path / "c.pt", make_sampler(), device="cpu", iterations=4)
+    assert again.step == 2 and again.config.iterations == 4
+    assert torch.equal(params(again.model), params(trainer.model))
+    again.fit()
+    assert again.step == 4
+
+
+def test_checkpoint_keys_and_weights_only_loading(tmp_path):
+    trainer = Trainer(tiny_model(), make_sampler(), TrainConfig(progress=False), device="cpu")
+    trainer.save(tmp_path / "c.pt")
+    ckpt = torch.load(tmp_path / "c.pt", weights_only=True)
+    assert {
+        "model",
+        "model_config",
+        "optimizer",
+        "scheduler",
+        "step",
+        "rng",
+        "config",
+        "version",
+    } <= set(ckpt)
+    assert ckpt["model_config"]["backbone"] == "tiny"
+    assert ckpt["config"]["lr"] == 1e-3
+
+
+def test_crash_mid_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_model(), make_sampler(), TrainConfig(progress=False), device="cpu")
+    path = tmp_path / "last.pt"
+    trainer.save(path)
+    before = load_checkpoint(path)["step"]
+    trainer.step = 5
+
+    def broken_save(obj, f, *args, **kwargs):
+        Path(f).write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        trainer.save(path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["step"] == before
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left
+
+
+def test_non_finite_loss_skips_the_step_then_stops(tmp_path):
+    trainer = Trainer(
+        tiny_model(), make_sampler(), TrainConfig(max_nonfinite=3, progress=False), device="cpu"
+    )
+    batch = collate_episodes([make_sampler().episode(0)])
+    batch.query_images[:] = float("nan")
+    before = params(trainer.model).clone()
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        out = trainer.train_step(batch)
+    assert out["skipped"] == 1.0
+    assert torch.equal(params(trainer.model), before)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        trainer.train_step(batch)
+        with pytest.raises(RuntimeError, match="3 non-finite losses in a row"):
+            trainer.train_step(batch)
+    assert trainer.history.skipped_steps == 3
+
+
+def test_validation_hook_keeps_the_best_checkpoint(tmp_path):
+    scores = iter([0.1, 0.7, 0.3])
+    trainer = Trainer(
+        tiny_model(),
+        make_sampler(),
+        TrainConfig(iterations=3, validate_every=1, checkpoint_dir=str(tmp_path), progress=False),
+        device="cpu",
+        validate=lambda model: next(scores),
+    )
+    trainer.fit()
+    assert [s for _, s in trainer.history.validation] == [0.1, 0.7, 0.3]
+    assert load_checkpoint(tmp_path / "best.pt")["step"] == 2
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+
+
+def test_ctrl_c_saves_before_stopping(tmp_path):
+    def interrupt(model):
+        raise KeyboardInterrupt
+
+    trainer = Trainer(
+        tiny_model(),
+        make_sampler(),
+        TrainConfig(iterations=5, validate_every=2, checkpoint_dir=str(tmp_path), progress=False),
+        device="cpu",
+        validate=interrupt,
+    )
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+
+
+def test_workers_and_batch_size(tmp_path):
+    """DataLoader workers give the same steps as the main process (stream indexed by step)."""
+    base = {"iterations": 2, "batch_size": 3, "progress": False, "lr": 0.01}
+    a = Trainer(tiny_model(), make_sampler(), TrainConfig(**base), device="cpu")
+    a.fit()
+    b = Trainer(tiny_model(), make_sampler(), TrainConfig(num_workers=2, **base), device="cpu")
+    b.fit()
+    assert torch.equal(params(a.model), params(b.model))
+
+
+def test_amp_on_cpu_warns_and_trains_in_float32():
+    with pytest.warns(UserWarning, match="amp=True has no effect on CPU"):
+        Trainer(tiny_model(), make_sampler(), TrainConfig(amp=True, progress=False), device="cpu")
+
+
+DDP_SCRIPT = textwrap.dedent(
+    """
+    import sys, torch
+    from fewshotseg.models import ALPNet
+    from fewshotseg.training import Trainer, TrainConfig, init_distributed
+    from tests.test_training import make_sampler
+    device = init_distributed()
+    rank = torch.distributed.get_rank()
+    torch.manual_seed(rank)  # different inits: DDP must broadcast rank 0's weights
+    model = ALPNet(backbone="tiny", feature_dim=16)
+    sampler = make_sampler()
+    trainer = Trainer(model, sampler, TrainConfig(iterations=3, checkpoint_dir=sys.argv[1],
+                      progress=False, lr=0.01), device=device)
+    trainer.fit()
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    torch.save({"params": flat, "sampler_rank": sampler.rank,
+                "episode": sampler.episode(0).query_image}, f"{sys.argv[1]}/rank{rank}.pt")
+    torch.distributed.destroy_process_group()
+    """
+)
+
+
+def test_ddp_two_cpu_processes(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(script),
+        str(tmp_path),
+    ]
+    done = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert torch.equal(r0["params"], r1["params"])  # gradients were averaged in step
+    assert (r0["sampler_rank"], r1["sampler_rank"]) == (0, 1)
+    assert not torch.equal(r0["episode"], r1["episode"])  # each rank its own stream
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
