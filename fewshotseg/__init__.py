@@ -3,18 +3,58 @@
 Superpixel pseudolabels made from unlabeled scans supervise an episodic task; the network
 (a backbone plus adaptive local prototype pooling) then segments unseen organs from one or a
 few labelled support slices, with no retraining.
+
+Submodules: `fewshotseg.io` (volumes in and out), `fewshotseg.preprocess` (the paper's
+recipes), `fewshotseg.datasets` (folder and CHAOS-layout loaders), `fewshotseg.metrics`,
+`fewshotseg.evaluation` (few-shot protocols, folds, result tables) and `fewshotseg.viz`
+(overlays; needs the ``viz`` extra).
 """
 
+from fewshotseg import datasets, evaluation, io, metrics, preprocess
 from fewshotseg._version import __version__
-from fewshotseg.models import ALPNet, AdaptiveLocalPrototypePool, Prototypes
-from fewshotseg.training import TrainConfig, TrainHistory, Trainer
+from fewshotseg.episodes import (
+    AugmentConfig,
+    Episode,
+    EpisodeBatch,
+    EpisodeSampler,
+    collate_episodes,
+)
+from fewshotseg.evaluation import (
+    ResultTable,
+    cross_validation_folds,
+    evaluate_fold,
+    evaluate_pair,
+)
+from fewshotseg.inference import SupportQueryPredictor, SupportSet
+from fewshotseg.metrics import dice
+from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet, Prototypes
+from fewshotseg.superpixels import SuperpixelPseudolabeler
+from fewshotseg.training import TrainConfig, Trainer, TrainHistory
 
 __all__ = [
     "ALPNet",
     "AdaptiveLocalPrototypePool",
+    "AugmentConfig",
+    "Episode",
+    "EpisodeBatch",
+    "EpisodeSampler",
     "Prototypes",
+    "ResultTable",
+    "SuperpixelPseudolabeler",
+    "SupportQueryPredictor",
+    "SupportSet",
     "TrainConfig",
     "TrainHistory",
     "Trainer",
     "__version__",
+    "collate_episodes",
+    "cross_validation_folds",
+    "datasets",
+    "dice",
+    "evaluate_fold",
+    "evaluate_pair",
+    "evaluation",
+    "io",
+    "metrics",
+    "preprocess",
 ]
