@@ -24,6 +24,14 @@ from fewshotseg.transforms import (
 
 SIZES = st.tuples(st.integers(4, 40), st.integers(4, 40))
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (large on a busy machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 
 def _disk(h: int, w: int, radius: float, batch: int = 1) -> torch.Tensor:
     yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
