@@ -95,6 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 volumes, 8 slices each")
     parser.add_argument("--out", type=Path, help="also write the Markdown tables here")
+    parser.add_argument("--volumes", type=int, help="use only the first N volumes (sorted ids)")
     parser.add_argument(
         "--timing-volumes", type=int, default=4, help="volumes for the 3D 1-vs-2-worker timing"
     )
@@ -104,12 +105,15 @@ def main() -> None:
     ids = sorted(int(p.name[6:-7]) for p in DATA.glob("image_*.nii.gz"))
     if args.quick:
         ids = ids[:2]
+    if args.volumes:
+        ids = ids[: args.volumes]
     images, truths = load(ids, 8 if args.quick else None)
     n_slices = sum(len(v) for v in images)
     spacings = [SPACING] * len(images)
     lab2, lab3 = SuperpixelPseudolabeler(), SuperpixelPseudolabeler(mode="3d")
 
     # ---- speed ------------------------------------------------------------------------------
+    load_before = os.getloadavg()[0]
     ref, t_ref = timed(lambda: [reference_loop(v) for v in images])
     out1, t1 = timed(lab2.label_many, images, workers=1, progress=False)
     out2, t2 = timed(lab2.label_many, images, workers=2, progress=False)
@@ -129,8 +133,8 @@ def main() -> None:
         ("2d, label_many", 2, t2 / n_slices * 1e3, t2 / len(images), f"{t_ref / t2:.2f}"),
     ]
     lines = [
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-        f"load {os.getloadavg()[0]:.2f} at start of write-out; {len(images)} volumes, "
+        f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, 1-min load average "
+        f"{load_before:.2f} before, {os.getloadavg()[0]:.2f} after; {len(images)} volumes, "
         f"{n_slices} slices ({per_vol:.1f} per volume), 256 x 256.",
         "",
         "| method | workers | ms / slice | s / volume | speed-up vs baseline |",

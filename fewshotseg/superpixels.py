@@ -192,26 +192,12 @@ class SuperpixelPseudolabeler:
         """
         image = _as_image(volume)
         spacing_ = _check_spacing(spacing, image.ndim)
-        if self.mode == "2d":
-            slices = image[None] if image.ndim == 2 else image
-            results = [self._label_slice(s) for s in slices]
-            constant = [r is None for r in results]
-            if any(constant):
-                _warn_constant(image.shape, sum(constant), len(slices))
-            out = np.stack(
-                [
-                    np.zeros(s.shape, np.int32) if r is None else r
-                    for s, r in zip(slices, results, strict=True)
-                ]
-            )
-            return out[0] if image.ndim == 2 else out
-        if image.ndim == 2:
-            # a single slice is a volume of depth 1
-            sp = None if spacing_ is None else (1.0, *spacing_)
-            return self._label_volume_3d(image[None], sp)[0]
-        if spacing_ is None:
+        if self.mode == "3d" and image.ndim == 3 and spacing_ is None:
             _warn_isotropic()
-        return self._label_volume_3d(image, spacing_)
+        labels, n_constant = self._label(image, spacing_)
+        if n_constant:
+            _warn_constant(image.shape, n_constant, self._n_units(image))
+        return labels
 
     def body_mask(self, volume: Any) -> np.ndarray:
         """The body mask the labeler uses: exactly where its labels are non-zero.
@@ -296,10 +282,18 @@ class SuperpixelPseudolabeler:
             ]
 
         outputs = [np.zeros(im.shape, np.int32) for im in images]
-        bar = _progress_bar(sum(t[4] for t in tasks), progress, "superpixels")
+        bar = _progress_bar(
+            sum(t[4] for t in tasks), progress, "slice" if self.mode == "2d" else "volume"
+        )
 
-        def store(task: tuple[int, int, np.ndarray, Any, int], result: np.ndarray) -> None:
+        constant = [0] * len(images)
+
+        def store(
+            task: tuple[int, int, np.ndarray, Any, int], answer: tuple[np.ndarray, int]
+        ) -> None:
             i, z, piece = task[0], task[1], task[2]
+            result, constant_units = answer
+            constant[i] += constant_units
             if images[i].ndim == 3 and self.mode == "2d":
                 outputs[i][z : z + piece.shape[0]] = result
             else:
@@ -319,10 +313,34 @@ class SuperpixelPseudolabeler:
         finally:
             if bar is not None:
                 bar.close()
+        for i, n_constant in enumerate(constant):
+            if n_constant:
+                _warn_constant(images[i].shape, n_constant, self._n_units(images[i]), index=i)
         return outputs
 
     # ----------------------------------------------------------------------------------------
     # internals
+
+    def _n_units(self, image: np.ndarray) -> int:
+        """Slices labeled separately (2d mode) or 1 (3d mode, or a single slice)."""
+        return image.shape[0] if self.mode == "2d" and image.ndim == 3 else 1
+
+    def _label(
+        self, image: np.ndarray, spacing: tuple[float, ...] | None
+    ) -> tuple[np.ndarray, int]:
+        """Labels of a validated image and how many of its units were constant (no warning)."""
+        if self.mode == "2d":
+            slices = image[None] if image.ndim == 2 else image
+            results = [self._label_slice(s) for s in slices]
+            out = np.stack(
+                [np.zeros(slices.shape[1:], np.int32) if r is None else r for r in results]
+            )
+            return (out[0] if image.ndim == 2 else out), sum(r is None for r in results)
+        if image.ndim == 2:  # a single slice is a volume of depth 1
+            sp = None if spacing is None else (1.0, *spacing)
+            labels, n_constant = self._label_volume_3d(image[None], sp)
+            return labels[0], n_constant
+        return self._label_volume_3d(image, spacing)
 
     def _body_and_norm(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         """(body mask, normalised image or None when constant) for one slice or volume."""
@@ -356,16 +374,18 @@ class SuperpixelPseudolabeler:
         )
         return _finalise(seg, mask, self.min_area)
 
-    def _label_volume_3d(self, image: np.ndarray, spacing: tuple[float, ...] | None) -> np.ndarray:
+    def _label_volume_3d(
+        self, image: np.ndarray, spacing: tuple[float, ...] | None
+    ) -> tuple[np.ndarray, int]:
+        """SLIC supervoxels of a (D, H, W) volume, and 1 if it was constant else 0."""
         from skimage.segmentation import slic
 
         mask, norm = self._body_and_norm(image)
         if norm is None:
-            _warn_constant(image.shape)
-            return np.zeros(image.shape, np.int32)
+            return np.zeros(image.shape, np.int32), 1
         n_body = int(mask.sum())
         if n_body == 0:
-            return np.zeros(image.shape, np.int32)
+            return np.zeros(image.shape, np.int32), 0
         n_segments = max(1, round(n_body / (2 * self.min_size)))
         with warnings.catch_warnings():
             # scipy's k-means (used for SLIC's seeds in a mask) may warn about empty clusters
@@ -383,7 +403,7 @@ class SuperpixelPseudolabeler:
                 min_size_factor=0.5,
                 max_size_factor=3.0,
             )
-        return _finalise(seg, mask, self.min_area)
+        return _finalise(seg, mask, self.min_area), 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -494,11 +514,8 @@ def load_pseudolabels(scan: Volume, *, tag: str = DEFAULT_TAG) -> np.ndarray:
 
 def _run_task(
     labeler: SuperpixelPseudolabeler, image: np.ndarray, spacing: tuple[float, ...] | None
-) -> np.ndarray:
-    with warnings.catch_warnings():
-        # label_many says this once for all volumes
-        warnings.filterwarnings("ignore", message=_ISOTROPIC_MESSAGE, category=UserWarning)
-        return labeler(image, spacing=spacing)
+) -> tuple[np.ndarray, int]:
+    return labeler._label(image, spacing)
 
 
 def _available_cpus() -> int:
@@ -508,28 +525,27 @@ def _available_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def _progress_bar(total: int, enabled: bool, desc: str) -> Any:
+def _progress_bar(total: int, enabled: bool, unit: str) -> Any:
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="slice" if desc else None)
-
-
-_ISOTROPIC_MESSAGE = "3d supervoxels without spacing"
+    return tqdm(total=total, desc="superpixels", unit=unit)
 
 
 def _warn_isotropic() -> None:
     warnings.warn(
-        f"{_ISOTROPIC_MESSAGE}: assuming isotropic 1 mm voxels; pass spacing=(dz, dy, dx) in "
-        "mm (e.g. Volume.spacing) for anisotropic scans",
+        "3d supervoxels without spacing: assuming isotropic 1 mm voxels; pass "
+        "spacing=(dz, dy, dx) in mm (e.g. Volume.spacing) for anisotropic scans",
         UserWarning,
         stacklevel=3,
     )
 
 
-def _warn_constant(shape: tuple[int, ...], n_constant: int = 1, n_total: int = 1) -> None:
-    where = f"the image of shape {shape}"
+def _warn_constant(
+    shape: tuple[int, ...], n_constant: int, n_total: int, index: int | None = None
+) -> None:
+    where = f"the image of shape {shape}" if index is None else f"volume {index} {shape}"
     if n_total > 1:
         where = f"{n_constant} of the {n_total} slices of {where}"
     warnings.warn(
@@ -626,8 +642,10 @@ def _finalise(seg: np.ndarray, mask: np.ndarray, min_area: int) -> np.ndarray:
     pieces = _split_connected(seg)
     if min_area > 0:
         pieces = _merge_small(pieces, min_area)
-    _, inverse = np.unique(pieces, return_inverse=True)
-    out = inverse.reshape(pieces.shape).astype(np.int32)
+    present = np.flatnonzero(np.bincount(pieces.ravel()))  # sorted ids in use (0 if outside)
+    lookup = np.zeros(int(present[-1]) + 1, np.int32)
+    lookup[present] = np.arange(len(present), dtype=np.int32)
+    out = lookup[pieces]
     if not mask.all():
         return out  # 0 was present (outside the body) and kept id 0
     return out + 1

@@ -352,3 +352,24 @@ def test_chaos_volume(chaos_dir):
     labels_3d = labeler_3d(image, spacing=spacing)
     assert_valid_labels(labels_3d, labeler_3d.body_mask(image), per_slice=False)
     assert 30 <= labels_3d.max() <= 300
+
+
+def test_label_many_progress_bar(capsys):
+    labeler = SuperpixelPseudolabeler(min_size=20)
+    volume = synthetic((3, 16, 16), 0, "body")
+    out = labeler.label_many([volume], workers=1, progress=True)
+    np.testing.assert_array_equal(out[0], labeler(volume))
+    assert "superpixels" in capsys.readouterr().err
+
+
+def test_label_many_warns_once_per_volume_with_constant_slices():
+    volume = synthetic((9, 24, 24), 0, "body")
+    volume[[0, 5]] = 0.0  # two empty slices, in different chunks
+    labeler = SuperpixelPseudolabeler(min_size=20)
+    with pytest.warns(UserWarning) as record:
+        out = labeler.label_many([volume[:3], volume], workers=2, progress=False)
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert messages[0].startswith("1 of the 3 slices of volume 0")
+    assert messages[1].startswith("2 of the 9 slices of volume 1")
+    assert not out[1][[0, 5]].any()
