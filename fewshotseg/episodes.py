@@ -345,10 +345,11 @@ class EpisodeSampler(IterableDataset):
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
         if augment is not None and not isinstance(augment, AugmentConfig):
             raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment)}")
-        size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) \
-            else tuple(int(s) for s in image_size)
-        if len(size) != 2 or min(size) < 1:
+        size_t: tuple[Any, ...] = (image_size, image_size) \
+            if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+        if len(size_t) != 2 or min(size_t) < 1:
             raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
+        size = (int(size_t[0]), int(size_t[1]))
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
                                  or seed < 0):
             raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
@@ -384,7 +385,8 @@ class EpisodeSampler(IterableDataset):
         self.rank = int(rank)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.max_resamples = int(max_resamples)
-        self.seed = int(seed) if seed is not None else int(np.random.SeedSequence().entropy)
+        entropy = np.random.SeedSequence().entropy if seed is None else seed
+        self.seed = int(entropy)  # type: ignore[arg-type]
         self.resample_count = 0
         self._next_index = 0
 
@@ -411,13 +413,14 @@ class EpisodeSampler(IterableDataset):
                 raise ValueError(f"labels of scan {s} have no foreground (all 0"
                                  f"{' or 255' if mode == 'supervised' else ''}); remove the scan "
                                  "or check its (pseudo)labels")
-            keep = np.ones(img_np.shape[0], dtype=bool)
+            keep: np.ndarray = np.ones(img_np.shape[0], dtype=bool)
             if exclude:
+                assert exclude_from is not None
                 ex = _as_label_volume(exclude_from[s], "exclude_from", s)
                 if ex.shape != img_np.shape:
                     raise ValueError(f"scan {s}: exclude_from shape {ex.shape} != image shape "
                                      f"{img_np.shape}")
-                keep = ~np.isin(ex, exclude).any(axis=(1, 2))
+                keep = np.asarray(~np.isin(ex, exclude).any(axis=(1, 2)))
                 excluded_slices += int((~keep).sum())
             img_t, lab_t = _resize(img_np, lab_np, size)
             per_scan.append(_slice_counts(lab_t))
@@ -563,7 +566,10 @@ class EpisodeSampler(IterableDataset):
         b = images.shape[0]
         size = self.image_size
         params = sample_params(self.augment, b, size, generator=generator, device=self.device)
-        warped_img, warped_sel = apply_geometry(images, selected, params)
+        first_img, first_sel = apply_geometry(images, selected, params)
+        assert first_img is not None and first_sel is not None
+        warped_img: Tensor = first_img
+        warped_sel: Tensor = first_sel
         classes = torch.arange(1, self.ways + 1, device=self.device, dtype=selected.dtype)
         for _ in range(self.max_resamples + 1):
             present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)   # (B, N)
@@ -576,6 +582,7 @@ class EpisodeSampler(IterableDataset):
                                 device=self.device)
             params = params.replace_items(bad, new)
             redo_img, redo_sel = apply_geometry(images[bad], selected[bad], new)
+            assert redo_img is not None and redo_sel is not None
             warped_img[bad], warped_sel[bad] = redo_img, redo_sel
         else:  # still vanishing after max_resamples redraws: keep those items unwarped
             present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)
@@ -611,8 +618,6 @@ class EpisodeSampler(IterableDataset):
             generator = torch.Generator()
             generator.manual_seed(int(torch_seq.generate_state(1, np.uint64)[0]))
             images, selected = self._transform(images, selected, generator)
-        else:
-            images = images.clone()
         sel = selected[:, 0].long()
         classes = torch.arange(1, self.ways + 1, device=sel.device)
         sup_masks = (sel[:-1, None] == classes[None, :, None, None]).float()

@@ -202,11 +202,13 @@ class TransformParams:
             device: where the tensors live (CPU by default).
             dtype: floating dtype of the tensors.
         """
-        kw = {"device": device, "dtype": dtype}
-        disp = None if size is None else torch.zeros(batch_size, 2, *size, **kw)
-        return cls(rotation=torch.zeros(batch_size, **kw), shear=torch.zeros(batch_size, **kw),
-                   scale=torch.ones(batch_size, **kw), shift=torch.zeros(batch_size, 2, **kw),
-                   gamma=torch.ones(batch_size, **kw), displacement=disp)
+        def zeros(*shape: int) -> Tensor:
+            return torch.zeros(*shape, device=device, dtype=dtype)
+
+        disp = None if size is None else zeros(batch_size, 2, *size)
+        return cls(rotation=zeros(batch_size), shear=zeros(batch_size),
+                   scale=zeros(batch_size) + 1, shift=zeros(batch_size, 2),
+                   gamma=zeros(batch_size) + 1, displacement=disp)
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> TransformParams:
@@ -214,7 +216,7 @@ class TransformParams:
         moved = {f.name: (None if getattr(self, f.name) is None
                           else getattr(self, f.name).to(device=device, dtype=dtype))
                  for f in fields(self)}
-        return TransformParams(**moved)
+        return TransformParams(**moved)  # type: ignore[arg-type]
 
     def select(self, index: Tensor | slice | int | list[int]) -> TransformParams:
         """The parameters of a subset of the items (``index`` as for tensor indexing)."""
@@ -222,7 +224,7 @@ class TransformParams:
             index = [index]
         picked = {f.name: (None if getattr(self, f.name) is None
                            else getattr(self, f.name)[index]) for f in fields(self)}
-        return TransformParams(**picked)
+        return TransformParams(**picked)  # type: ignore[arg-type]
 
     def replace_items(self, mask: Tensor, other: TransformParams) -> TransformParams:
         """Parameters where the items selected by the ``(B,)`` bool ``mask`` come from ``other``.
@@ -234,7 +236,7 @@ class TransformParams:
         if int(mask.sum()) != other.batch_size:
             raise ValueError(f"replace_items: mask selects {int(mask.sum())} items but `other` "
                              f"has {other.batch_size}")
-        out = {}
+        out: dict[str, Tensor | None] = {}
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if mine is None and theirs is None:
@@ -248,7 +250,7 @@ class TransformParams:
             merged = mine.clone()
             merged[mask] = theirs.to(merged.device, merged.dtype)
             out[f.name] = merged
-        return TransformParams(**out)
+        return TransformParams(**out)  # type: ignore[arg-type]
 
     def is_identity(self) -> Tensor:
         """``(B,)`` bool: items whose geometry is exactly the identity (gamma not included)."""
