@@ -62,6 +62,7 @@ __all__ = [
     "AugmentConfig",
     "Episode",
     "EpisodeBatch",
+    "EpisodeBatches",
     "EpisodeInfo",
     "EpisodeSampler",
     "collate_episodes",
