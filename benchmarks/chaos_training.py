@@ -1,0 +1,252 @@
+"""Self-supervised training and few-shot evaluation on CHAOS T2-SPIR (the paper's Abd-MRI).
+
+Steps (each a subcommand; runs keep their state under ``runs/``, which git ignores):
+
+    python benchmarks/chaos_training.py pseudolabel [--mode 2d]
+    python benchmarks/chaos_training.py train --run NAME [--fold 0 --setting 1 --group upper
+        --backbone resnet18 --iterations 8000 --lr 1e-3 --image-size 256]
+    python benchmarks/chaos_training.py evaluate --run NAME [--untrained] [--step-label ...]
+    python benchmarks/chaos_training.py export --run NAME --out fewshotseg/data/chaos_ssl.pt
+
+Training sees only the images of the fold's 15 training patients and their superpixel
+pseudolabels, never a label (setting 2 uses the labels only to drop the slices that contain
+the test group's organs, as the protocol prescribes). Evaluation: support patient = first of the
+next group, queries = the fold's 4 patients, the paper's protocol and the whole-volume variant,
+1-way, per organ. Intensities: ``fewshotseg.preprocess.mri`` (clip the top 0.5 %, z-score) for
+training and evaluation alike; pseudolabels are computed on the raw volumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import fewshotseg as fss
+from fewshotseg import evaluation, preprocess
+from fewshotseg.datasets import chaos_t2spir
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
+RUNS = ROOT / "runs"
+ORGANS = {1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
+
+log = logging.getLogger("chaos")
+
+
+def load_cases(data: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    cases = chaos_t2spir(data)
+    return {c.id: (c.image.array, c.label.astype(np.int64)) for c in cases}
+
+
+def fold_split(ids: list[str], fold: int) -> evaluation.Fold:
+    return evaluation.cross_validation_folds(ids, n_folds=5)[fold]
+
+
+def pseudo_path(mode: str) -> Path:
+    return RUNS / f"pseudolabels_{mode}.npz"
+
+
+def cmd_pseudolabel(args: argparse.Namespace) -> None:
+    cases = load_cases(args.data)
+    labeler = fss.SuperpixelPseudolabeler(mode=args.mode)
+    ids = list(cases)
+    start = time.perf_counter()
+    spacing = (7.7, 1.25, 1.25)
+    labels = labeler.label_many(
+        [cases[i][0] for i in ids], spacings=[spacing] * len(ids), workers=args.workers
+    )
+    RUNS.mkdir(exist_ok=True)
+    np.savez_compressed(pseudo_path(args.mode), **{i: lab for i, lab in zip(ids, labels, strict=True)})
+    log.info("pseudolabels (%s) for %d scans in %.1f s", args.mode, len(ids), time.perf_counter() - start)
+
+
+def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.EpisodeSampler:
+    pseudo = np.load(pseudo_path(args.pseudo_mode))
+    images = [preprocess.mri(cases[i][0]) for i in train_ids]
+    labels = [pseudo[i] for i in train_ids]
+    kwargs = {}
+    if args.setting == 2:
+        kwargs["exclude_classes"] = evaluation.excluded_classes(2, args.group)
+        kwargs["exclude_from"] = [cases[i][1] for i in train_ids]
+    return fss.EpisodeSampler(
+        images,
+        labels,
+        mode="superpixel",
+        image_size=args.image_size,
+        min_foreground=args.min_foreground,
+        seed=args.seed,
+        **kwargs,
+    )
+
+
+def run_dir(args: argparse.Namespace) -> Path:
+    return RUNS / args.run
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    cases = load_cases(args.data)
+    fold = fold_split(sorted(cases, key=int), args.fold)
+    train_ids = [str(i) for i in fold.train]
+    sampler = build_sampler(args, cases, train_ids)
+    log.info("training on %d scans: %s (%s)", len(train_ids), train_ids, sampler)
+    torch.set_num_threads(args.threads)
+    model = fss.ALPNet(
+        backbone=args.backbone, pool=fss.AdaptiveLocalPrototypePool(local=not args.panet)
+    )
+    config = fss.TrainConfig(
+        iterations=args.iterations,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_step=args.lr_step,
+        lr_gamma=args.lr_gamma,
+        seed=args.seed,
+        checkpoint_dir=str(run_dir(args)),
+        checkpoint_every=args.checkpoint_every,
+        log_every=50,
+        progress=args.progress,
+    )
+    run_dir(args).mkdir(parents=True, exist_ok=True)
+    (run_dir(args) / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
+    trainer = fss.Trainer(model, sampler, config, device=args.device)
+    trainer.fit()
+    log.info("done: step %d, %.0f s", trainer.step, trainer.history.seconds)
+
+
+def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.ResultTable:
+    fold = fold_split(sorted(cases, key=int), args.fold)
+    support = str(fold.support)
+    predictor = fss.SupportQueryPredictor(
+        model, device=args.device, image_size=args.image_size, batch_size=8
+    )
+    classes = (
+        list(ORGANS)
+        if args.setting == 1
+        else list(evaluation.SETTING2_GROUPS[args.group])
+    )
+    queries = {str(q): (preprocess.mri(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
+    tables = []
+    for protocol in ("paper", "whole_volume"):
+        tables.append(
+            evaluation.evaluate_fold(
+                predictor,
+                preprocess.mri(cases[support][0]),
+                cases[support][1],
+                queries,
+                classes,
+                protocol=protocol,
+                class_names=ORGANS,
+                support_id=support,
+                setting=args.setting,
+                fold=args.fold,
+            )
+        )
+    return fss.ResultTable.concat(tables)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    cases = load_cases(args.data)
+    if args.untrained:
+        torch.manual_seed(args.seed)
+        model = fss.ALPNet(
+            backbone=args.backbone, pool=fss.AdaptiveLocalPrototypePool(local=not args.panet)
+        )
+        name = f"untrained_{args.backbone}{'_panet' if args.panet else ''}"
+        step = 0
+    else:
+        ckpt_path = run_dir(args) / args.checkpoint
+        ckpt = fss.training.load_checkpoint(ckpt_path)
+        model = fss.ALPNet.from_config(ckpt["model_config"])
+        model.load_state_dict(ckpt["model"])
+        name, step = args.run, int(ckpt["step"])
+    start = time.perf_counter()
+    table = evaluate_model(model.eval(), args, cases)
+    seconds = time.perf_counter() - start
+    out_dir = RUNS / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = f"{name}_fold{args.fold}_s{args.setting}" + (
+        f"_{args.group}" if args.setting == 2 else ""
+    ) + f"_step{step}"
+    table.save(out_dir / f"{stem}.json")
+    print(f"## {stem} (evaluated in {seconds:.0f} s)")
+    print(table.to_markdown("summary"))
+    for protocol in ("paper", "whole_volume"):
+        sub = table.filter(protocol=protocol)
+        per = sub.per_class()
+        cells = ", ".join(f"{ORGANS[c]} {100 * v:.1f}" for c, v in per.items())
+        print(f"{protocol}: mean {100 * sub.mean():.2f} ({cells})")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    ckpt = fss.training.load_checkpoint(run_dir(args) / args.checkpoint)
+    small = {
+        "model": {k: (v.half() if v.is_floating_point() else v) for k, v in ckpt["model"].items()},
+        "model_config": ckpt["model_config"],
+        "image_size": args.image_size,
+        "step": ckpt["step"],
+        "config": ckpt["config"],
+        "version": ckpt["version"],
+        "preprocess": "fewshotseg.preprocess.mri",
+        "training_data": "CHAOS T2-SPIR images (no labels) of the 15 patients outside fold 0",
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(small, out)
+    log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=2)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+
+    p = sub.add_parser("pseudolabel")
+    p.add_argument("--mode", choices=["2d", "3d"], default="2d")
+    p.add_argument("--workers", type=int, default=2)
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--run", default="ssl")
+    common.add_argument("--fold", type=int, default=0)
+    common.add_argument("--setting", type=int, choices=[1, 2], default=1)
+    common.add_argument("--group", choices=["upper", "lower"], default="upper")
+    common.add_argument("--backbone", default="resnet18")
+    common.add_argument("--image-size", type=int, default=256)
+    common.add_argument("--panet", action="store_true", help="local=False (PANet baseline)")
+    common.add_argument("--seed", type=int, default=0)
+
+    p = sub.add_parser("train", parents=[common])
+    p.add_argument("--iterations", type=int, default=8000)
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-step", type=int, default=1000)
+    p.add_argument("--lr-gamma", type=float, default=0.98)
+    p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--pseudo-mode", choices=["2d", "3d"], default="2d")
+    p.add_argument("--min-foreground", type=int, default=100)
+    p.add_argument("--progress", action="store_true")
+
+    p = sub.add_parser("evaluate", parents=[common])
+    p.add_argument("--untrained", action="store_true")
+    p.add_argument("--checkpoint", default="last.pt")
+
+    p = sub.add_parser("export", parents=[common])
+    p.add_argument("--checkpoint", default="last.pt")
+    p.add_argument("--out", required=True)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    {"pseudolabel": cmd_pseudolabel, "train": cmd_train, "evaluate": cmd_evaluate,
+     "export": cmd_export}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
