@@ -207,6 +207,11 @@ class AdaptiveLocalPrototypePool(nn.Module):
 
         features = torch.cat([cells, class_protos.reshape(b, s * (n + 1), c)], dim=1)
         members = torch.cat([local_members, class_members], dim=2)
+        # Candidates that no class uses in any item (mixed boundary cells, absent classes)
+        # would only cost similarity computations: drop them.
+        used = members.any(1).any(0)
+        if not used.all():
+            features, members = features[:, used], members[:, :, used]
         return Prototypes(F.normalize(features, dim=-1, eps=_NORM_EPS), members)
 
     def _panet_prototypes(self, class_protos: Tensor, shot_has: Tensor) -> Prototypes:
@@ -246,13 +251,13 @@ class AdaptiveLocalPrototypePool(nn.Module):
         sims = self.temperature * torch.bmm(protos.to(dtype), query)  # (B, K, Q)
         if sims.shape[1] == 0:
             return sims.new_zeros(b, members.shape[1], hq, wq)
-        # Masked softmax-weighted sum over each class's prototypes (eq. 5); one shared shift
-        # per query position keeps exp() in range for every class at once.
-        shift = sims.detach().amax(dim=1, keepdim=True)
-        weights = torch.exp(sims - shift)
-        member_w = members.to(dtype)
-        numerator = torch.bmm(member_w, weights * sims)  # (B, N + 1, Q)
-        denominator = torch.bmm(member_w, weights)
+        # Masked softmax-weighted sum over each class's prototypes (eq. 5). Cosines are bounded
+        # by 1, so shifting by the temperature keeps exp() in (e^-2T, 1] for every class at
+        # once; numerator and denominator come from one matrix product.
+        weights = torch.exp(sims - self.temperature)
+        q = sims.shape[-1]
+        sums = torch.bmm(members.to(dtype), torch.cat([weights * sims, weights], dim=-1))
+        numerator, denominator = sums[..., :q], sums[..., q:]
         has = members.any(-1, keepdim=True)  # (B, N + 1, 1)
         fused = torch.where(has, numerator / denominator.clamp_min(1e-30), 0.0)
         return fused.reshape(b, -1, hq, wq)
