@@ -453,6 +453,7 @@ class Trainer:
             bar = tqdm(total=cfg.iterations, initial=self.step, desc="training", unit="it")
         started = time.perf_counter()
         window: list[float] = []
+        first_step = self.step
         try:
             for batch in self._batches(self.step):
                 out = self.train_step(batch)
@@ -462,7 +463,9 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{out['loss']:.3f}", align=f"{out['align_loss']:.3f}")
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
-                    self._log(out, window, started)
+                    self._log(
+                        out, window, (self.step - first_step) / (time.perf_counter() - started)
+                    )
                     window = []
                 if cfg.validate_every and self.validate and self.step % cfg.validate_every == 0:
                     self._run_validation(ckpt_dir)
@@ -481,7 +484,7 @@ class Trainer:
             self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
         return self.history
 
-    def _log(self, out: dict[str, float], window: list[float], started: float) -> None:
+    def _log(self, out: dict[str, float], window: list[float], rate: float) -> None:
         finite = [v for v in window if math.isfinite(v)]
         mean = sum(finite) / len(finite) if finite else float("nan")
         h = self.history
@@ -491,7 +494,6 @@ class Trainer:
         h.align_loss.append(out["align_loss"])
         h.lr.append(out["lr"])
         if self.rank == 0:
-            rate = self.step / max(time.perf_counter() - started, 1e-9)
             logger.info(
                 "step %d loss %.4f (seg %.4f, align %.4f) lr %.2e, %.2f it/s",
                 self.step,
