@@ -1,14 +1,888 @@
-"""Command line: ``fewshotseg ...`` / ``python -m fewshotseg ...``."""
+"""Command line: ``fewshotseg ...`` / ``python -m fewshotseg ...``.
+
+Subcommands (each has ``--help``):
+
+- ``pseudolabel``: scans -> superpixel pseudolabel files next to them (or in ``--out-dir``);
+- ``train``: scans [+ pseudolabels] -> a checkpoint folder (resumable; works under ``torchrun``);
+- ``predict``: support image + support label + query -> label file (+ PNG overlay);
+- ``evaluate``: checkpoint + labelled scans -> Dice table (printed, and CSV/JSON with ``--out``);
+- ``demo``: the main job: the shipped model on the shipped CHAOS scans, paper protocol.
+
+Every scan goes through the same intensity recipe (``--modality``, default ``mri``: clip the
+top 0.5 %, z-score), in training and at prediction; ``train`` records it in the checkpoint and
+``predict``/``evaluate`` reuse it. Pseudolabels are computed on the raw scans (the labeler
+normalises by itself). Errors print one line, ``fewshotseg: error: ...``, and exit with status 1
+(2 for bad arguments); ``--debug`` shows the traceback instead.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import glob
+import logging
+import os
+import re
+import sys
+import time
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
 
 from fewshotseg._version import __version__
 
+__all__ = ["CLIError", "build_parser", "main"]
+
+logger = logging.getLogger("fewshotseg")
+
+_GLOB_CHARS = re.compile(r"[*?\[]")
+_PSEUDO_TAG = "superpixels"
+_PREDICTION_TAG = "prediction"
+_OUR_TAGS = (_PSEUDO_TAG, _PREDICTION_TAG)
+_MODALITIES = ("mri", "ct", "none")
+_BACKBONE_BY_PRESET = {"cpu": "resnet18", "paper": "deeplabv3_resnet101"}
+
+
+class CLIError(Exception):
+    """A user-facing error: printed as one line, exit status 1."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the way to ``--help``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"fewshotseg: error: {message} (see '{self.prog} --help')\n")
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
+    )
+
+
+def expand_paths(
+    items: Sequence[str], *, what: str = "scan", skip_tags: Sequence[str] = ()
+) -> list[Path]:
+    """Expand paths and glob patterns (``data/image_*.nii.gz``) in order, natural-sorted per
+    pattern. A pattern that matches nothing or a missing path is an error naming it. Files
+    tagged ``.<tag>.`` for a tag in ``skip_tags`` (our own outputs: pseudolabels, predictions)
+    are left out of pattern matches."""
+    out: list[Path] = []
+    for item in items:
+        if _GLOB_CHARS.search(item):
+            matches = sorted(glob.glob(os.path.expanduser(item)), key=_natural_key)
+            matches = [m for m in matches if not any(f".{t}." in Path(m).name for t in skip_tags)]
+            if not matches:
+                raise CLIError(f"no {what} file matches {item!r}")
+            out.extend(Path(m) for m in matches)
+        else:
+            path = Path(os.path.expanduser(item))
+            if not path.exists():
+                parent = path.parent.resolve()
+                raise CLIError(f"{what} not found: {item!r} (looked in {str(parent)!r})")
+            out.append(path)
+    return out
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    if name is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CLIError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return name
+
+
+def _load_scan(path: Path, axis: int) -> Any:
+    from fewshotseg.io import load_volume
+
+    return load_volume(path, axis=axis)
+
+
+def _load_labels(path: Path, axis: int, like: Any, what: str) -> Any:
+    from fewshotseg.io import load_label_map
+
+    labels = load_label_map(path, axis=axis)
+    if like is not None and labels.shape != like.shape:
+        raise CLIError(
+            f"{what} {str(path)!r} has shape {labels.shape} but its scan {str(like.path)!r} has "
+            f"{like.shape}; pass them in the same order"
+        )
+    return labels
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """``{field: description}`` from the ``Attributes:`` section of a Google-style docstring."""
+    docs: dict[str, str] = {}
+    names: list[str] = []
+    in_attrs = False
+    for line in (cls.__doc__ or "").splitlines():
+        stripped = line.strip()
+        if stripped == "Attributes:":
+            in_attrs = True
+            continue
+        if not in_attrs:
+            continue
+        match = re.match(r"^ {8}([a-z_][a-z0-9_, ]*):\s*(.*)$", line)
+        if match:
+            names = [n.strip() for n in match.group(1).split(",")]
+            for n in names:
+                docs[n] = match.group(2).strip()
+        elif line.startswith(" " * 12) and names:
+            for n in names:
+                docs[n] += " " + stripped
+        elif stripped:
+            break
+    return docs
+
+
+def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per `TrainConfig` field, generated from the dataclass so they cannot drift.
+
+    Every flag defaults to None, meaning "the preset's value"."""
+    from fewshotseg.training import TrainConfig
+
+    group = parser.add_argument_group(
+        "training settings (fewshotseg.TrainConfig; default: the --preset's value)"
+    )
+    hints = typing.get_type_hints(TrainConfig)
+    docs = _field_docs(TrainConfig)
+    paper, cpu = TrainConfig(), TrainConfig.cpu_preset()
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        p_val, c_val = getattr(paper, f.name), getattr(cpu, f.name)
+        default = f"paper: {p_val}" + ("" if c_val == p_val else f", cpu: {c_val}")
+        text = f"{docs.get(f.name, f.name)} ({default})".replace("%", "%%")
+        if kind is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif kind in (int, float):
+            group.add_argument(
+                flag, type=kind, default=None, metavar=kind.__name__.upper(), help=text
+            )
+        else:
+            group.add_argument(
+                flag, type=str, default=None, metavar=f.name.split("_")[-1].upper(), help=text
+            )
+
+
+def _train_config(args: argparse.Namespace) -> Any:
+    from fewshotseg.training import TrainConfig
+
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name, None) is not None
+    }
+    if args.preset == "cpu":
+        return TrainConfig.cpu_preset(**overrides)
+    return TrainConfig(**overrides)
+
+
+def _checkpoint_file(path: str) -> Path:
+    file = Path(path)
+    if file.is_dir():
+        for name in ("last.pt", "best.pt"):
+            if (file / name).is_file():
+                return file / name
+        raise CLIError(f"no checkpoint (last.pt or best.pt) in the folder {str(file)!r}")
+    if not file.is_file():
+        raise CLIError(f"checkpoint not found: {path!r} (looked in {str(file.parent.resolve())!r})")
+    return file
+
+
+def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
+    """The predictor from ``--checkpoint`` or ``--pretrained``, and the modality it wants."""
+    from fewshotseg.inference import _DATA, PRETRAINED, SupportQueryPredictor
+    from fewshotseg.training import load_checkpoint
+
+    device = _device(args.device)
+    kwargs: dict[str, Any] = {"device": device}
+    if args.image_size is not None:
+        kwargs["image_size"] = args.image_size
+    if getattr(args, "checkpoint", None):
+        path = _checkpoint_file(args.checkpoint)
+    elif not args.pretrained:
+        raise CLIError("name a model: --checkpoint PATH or --pretrained NAME (e.g. chaos-ssl)")
+    else:
+        name = args.pretrained
+        if name not in PRETRAINED:
+            raise CLIError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
+        path = _DATA / PRETRAINED[name]
+        if not path.is_file():
+            raise CLIError(
+                f"the pretrained weights {name!r} ({path.name}) are not shipped with this "
+                "installation; pass --checkpoint PATH (a checkpoint from 'fewshotseg train')"
+            )
+    ckpt = load_checkpoint(path)
+    modality = args.modality or str(ckpt.get("modality", "mri"))
+    del ckpt
+    predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
+    logger.info(
+        "model %s on %s, image size %d, intensity recipe %s",
+        path,
+        device,
+        predictor.image_size,
+        modality,
+    )
+    return predictor, modality
+
+
+def _label_dtype(max_value: int) -> Any:
+    import numpy as np
+
+    if max_value <= np.iinfo(np.uint8).max:
+        return np.uint8
+    if max_value <= np.iinfo(np.int16).max:
+        return np.int16
+    return np.int32
+
+
+# ---------------------------------------------------------------------------- subcommands
+
+
+def _cmd_pseudolabel(args: argparse.Namespace) -> int:
+    from fewshotseg.io import save_volume
+    from fewshotseg.superpixels import SuperpixelPseudolabeler, pseudolabel_path
+
+    scans = expand_paths(args.scans, skip_tags=(args.tag, _PREDICTION_TAG))
+    options = {k: getattr(args, k) for k in ("scale", "sigma", "min_size", "body_threshold")}
+    labeler = SuperpixelPseudolabeler(
+        mode=args.mode, **{k: v for k, v in options.items() if v is not None}
+    )
+    targets = []
+    for scan in scans:
+        target = pseudolabel_path(scan, tag=args.tag)
+        if args.out_dir is not None:
+            target = Path(args.out_dir) / target.name
+        if target.exists() and not args.overwrite:
+            print(f"kept {target} (exists; --overwrite to recompute)")
+            continue
+        targets.append((scan, target))
+    if not targets:
+        return 0
+    volumes = [_load_scan(scan, args.axis) for scan, _ in targets]
+    started = time.perf_counter()
+    labels = labeler.label_many(
+        [v.array for v in volumes],
+        spacings=[v.spacing for v in volumes],
+        workers=args.workers,
+        progress=not args.quiet,
+    )
+    for (_, target), volume, lab in zip(targets, volumes, labels, strict=True):
+        save_volume(lab.astype("int32"), target, like=volume)
+        count = int(lab.max())
+        unit = "superpixels per slice at most" if args.mode == "2d" else "supervoxels"
+        print(f"wrote {target} ({count} {unit})")
+    print(f"{len(targets)} scan(s) labelled in {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _pseudolabels_for(args: argparse.Namespace, volumes: list[Any]) -> list[Any]:
+    """Explicit --pseudolabels, else files found next to the scans (or in --pseudolabel-dir),
+    else computed now (not saved)."""
+    from fewshotseg.superpixels import SuperpixelPseudolabeler, pseudolabel_path
+
+    if args.pseudolabels:
+        files = expand_paths(args.pseudolabels, what="pseudolabel")
+        if len(files) != len(volumes):
+            raise CLIError(
+                f"got {len(volumes)} scans but {len(files)} pseudolabel files; pass one per scan, "
+                "in the same order"
+            )
+        return [
+            _load_labels(f, args.axis, v, "pseudolabel")
+            for f, v in zip(files, volumes, strict=True)
+        ]
+    found: list[Any] = []
+    missing: list[int] = []
+    for i, v in enumerate(volumes):
+        file = pseudolabel_path(v)
+        if args.pseudolabel_dir is not None:
+            file = Path(args.pseudolabel_dir) / file.name
+        if file.is_file():
+            found.append(_load_labels(file, args.axis, v, "pseudolabel"))
+        else:
+            found.append(None)
+            missing.append(i)
+    if missing:
+        logger.info(
+            "computing %s pseudolabels of %d scan(s) (save them once with "
+            "'fewshotseg pseudolabel')",
+            args.mode,
+            len(missing),
+        )
+        labeler = SuperpixelPseudolabeler(mode=args.mode)
+        computed = labeler.label_many(
+            [volumes[i].array for i in missing],
+            spacings=[volumes[i].spacing for i in missing],
+            workers=args.workers,
+            progress=not args.quiet,
+        )
+        for i, lab in zip(missing, computed, strict=True):
+            found[i] = lab
+    return found
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from fewshotseg.demo import apply_recipe
+    from fewshotseg.episodes import AugmentConfig, EpisodeSampler
+    from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
+    from fewshotseg.training import CHECKPOINT_NAME, Trainer, init_distributed, load_checkpoint
+
+    if args.checkpoint_dir is None:
+        raise CLIError(
+            "train needs --checkpoint-dir DIR (where checkpoints go; a run there resumes)"
+        )
+    if args.exclude_classes and not args.exclude_labels:
+        raise CLIError(
+            "--exclude-classes needs --exclude-labels (the label files saying where "
+            "those classes are, one per scan)"
+        )
+    config = _train_config(args)
+    scans = expand_paths(args.scans, skip_tags=_OUR_TAGS)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        device = str(init_distributed())
+    else:
+        device = _device(args.device)
+
+    resume = Path(args.checkpoint_dir) / CHECKPOINT_NAME
+    image_size = args.image_size
+    modality = args.modality or "mri"
+    if resume.is_file():
+        ckpt = load_checkpoint(resume)
+        model = ALPNet.from_config(ckpt["model_config"])
+        image_size = int(ckpt.get("image_size", image_size or 256))
+        modality = str(ckpt.get("modality", modality))
+        logger.info(
+            "resuming %s from step %d (model settings from the checkpoint)",
+            resume,
+            int(ckpt["step"]),
+        )
+        del ckpt
+    else:
+        image_size = image_size or 256
+        pool = AdaptiveLocalPrototypePool(local=not args.no_local)
+        model = ALPNet(
+            backbone=args.backbone or _BACKBONE_BY_PRESET[args.preset],
+            backbone_weights=args.backbone_weights,
+            feature_dim=args.feature_dim,
+            pool=pool,
+        )
+
+    volumes = [_load_scan(s, args.axis) for s in scans]
+    pseudo = _pseudolabels_for(args, volumes)
+    exclude_from = None
+    if args.exclude_classes:
+        files = expand_paths(args.exclude_labels, what="label")
+        if len(files) != len(volumes):
+            raise CLIError(
+                f"got {len(volumes)} scans but {len(files)} --exclude-labels files; "
+                "pass one per scan, in the same order"
+            )
+        exclude_from = [
+            _load_labels(f, args.axis, v, "label") for f, v in zip(files, volumes, strict=True)
+        ]
+    images = [apply_recipe(v.array, modality) for v in volumes]
+    del volumes
+    sampler = EpisodeSampler(
+        images,
+        pseudo,
+        mode="superpixel",
+        image_size=image_size,
+        augment=None if args.no_augment else AugmentConfig(),
+        exclude_classes=args.exclude_classes or (),
+        exclude_from=exclude_from,
+        min_foreground=args.min_foreground,
+        seed=config.seed,
+    )
+    extra = {"image_size": int(image_size), "modality": modality}
+
+    class _Trainer(Trainer):
+        def state_dict(self) -> dict[str, Any]:
+            return {**super().state_dict(), **extra}
+
+    trainer = _Trainer(model, sampler, config, device=device)
+    started = time.perf_counter()
+    history = trainer.fit()
+    if trainer.rank == 0:
+        final = f", last loss {history.loss[-1]:.4f}" if history.loss else ""
+        print(
+            f"trained to step {trainer.step} of {config.iterations} in "
+            f"{time.perf_counter() - started:.1f} s on {device}{final}; checkpoint: {resume}"
+        )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fewshotseg.demo import apply_recipe
+    from fewshotseg.io import save_volume, sibling_path
+
+    support_path, label_path, query_path = expand_paths(
+        [args.support, args.support_label, args.query]
+    )
+    support = _load_scan(support_path, args.axis)
+    labels = _load_labels(label_path, args.axis, support, "support label")
+    query = _load_scan(query_path, args.axis)
+    predictor, modality = _load_predictor(args)
+    classes = args.classes or [int(v) for v in np.unique(labels) if v != 0]
+    missing = [c for c in classes if not (labels == c).any()]
+    if missing or not classes:
+        raise CLIError(
+            f"the support label {str(label_path)!r} has no voxel of class(es) "
+            f"{missing or 'any'}; choose classes it contains"
+        )
+    s_img = apply_recipe(support.array, modality)
+    q_img = apply_recipe(query.array, modality)
+    started = time.perf_counter()
+    if args.support_slices:
+        zs = args.support_slices
+        bad = [z for z in zs if not -support.shape[0] <= z < support.shape[0]]
+        if bad:
+            raise CLIError(
+                f"--support-slices {bad} out of range: the support has {support.shape[0]} slices"
+            )
+        mask = np.where(np.isin(labels[zs], classes), labels[zs], 0)
+        prediction = predictor.predict(s_img[zs], mask, q_img)
+    else:
+        prediction = predictor.segment_volume(s_img, labels, q_img, classes=classes)
+    prediction = np.asarray(prediction)
+    out = Path(args.out) if args.out else sibling_path(query_path, _PREDICTION_TAG)
+    save_volume(prediction.astype(_label_dtype(int(prediction.max(initial=0)))), out, like=query)
+    seconds = time.perf_counter() - started
+    counts = {int(c): int((prediction == c).sum()) for c in classes}
+    print(f"wrote {out} ({query.shape[0]} slices in {seconds:.1f} s; voxels per class {counts})")
+    if args.overlay:
+        from fewshotseg.viz import save_overlay
+
+        png = save_overlay(query.array, None, prediction, path=args.overlay, rot90=1)
+        print(f"wrote {png}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from fewshotseg.datasets import DATASETS, chaos_t2spir, find_cases, load_image_label_folder
+    from fewshotseg.demo import apply_recipe
+    from fewshotseg.evaluation import (
+        SETTING2_GROUPS,
+        cross_validation_folds,
+        evaluate_fold,
+        excluded_classes,
+    )
+
+    if (args.data is None) == (args.images is None):
+        raise CLIError("evaluate needs either --data DIR or --images ... --labels ...")
+    if args.data is not None:
+        files = find_cases(args.data, "image_*", label_pattern="label_*", require_labels=False)
+        ids = sorted((int(f.id) for f in files if f.id.isdigit() and f.label_path), key=int)
+        if not ids:
+            raise CLIError(f"no labelled image_N / label_N pairs in {args.data!r}")
+        folds = cross_validation_folds(ids, args.folds)
+        if not 0 <= args.fold < len(folds):
+            raise CLIError(f"--fold must be in 0..{len(folds) - 1}, got {args.fold}")
+        fold = folds[args.fold]
+        loader = chaos_t2spir if args.dataset == "chaos_t2spir" else load_image_label_folder
+        cases = loader(args.data, [fold.support, *fold.test])
+        scans = [(c.id, c.image, c.label) for c in cases]
+        fold_index: int | None = args.fold
+    else:
+        images = expand_paths(args.images, skip_tags=_OUR_TAGS)
+        labels = expand_paths(args.labels or [], what="label")
+        if len(images) != len(labels) or len(images) < 2:
+            raise CLIError(
+                f"--images and --labels need the same number of files, at least 2 "
+                f"(the first is the support); got {len(images)} and {len(labels)}"
+            )
+        scans = []
+        for img, lab in zip(images, labels, strict=True):
+            vol = _load_scan(img, args.axis)
+            scans.append((img.name, vol, _load_labels(lab, args.axis, vol, "label")))
+        fold_index = None
+
+    predictor, modality = _load_predictor(args)
+    (s_id, s_vol, s_lab), queries = scans[0], scans[1:]
+    info = DATASETS.get(args.dataset) if args.dataset else None
+    if args.setting == 2:
+        if args.group is None:
+            raise CLIError(f"--setting 2 needs --group ({' or '.join(SETTING2_GROUPS)})")
+        classes = list(excluded_classes(2, args.group))
+    elif args.classes:
+        classes = args.classes
+    elif info is not None:
+        classes = list(info.evaluated_classes)
+    else:
+        classes = [int(v) for v in np.unique(s_lab) if v != 0]
+    names = dict(info.classes) if info is not None else None
+    s_img = apply_recipe(s_vol.array, modality)
+    started = time.perf_counter()
+    table = evaluate_fold(
+        predictor,
+        s_img,
+        s_lab,
+        _LazyQueries({q_id: (q_vol, q_lab) for q_id, q_vol, q_lab in queries}, modality),
+        classes,
+        protocol=args.protocol,
+        ways=1 if args.ways == "1" else "all",
+        class_names=names,
+        support_id=s_id,
+        setting=args.setting,
+        fold=fold_index,
+        progress=not args.quiet,
+    )
+    print(
+        f"support {s_id}, queries {', '.join(q for q, _, _ in queries)}; protocol "
+        f"{args.protocol}, setting {args.setting}, {args.ways}-way, intensity recipe {modality}"
+    )
+    print(table.to_markdown("summary"))
+    print(table.to_markdown("rows"))
+    print(f"mean Dice {100 * table.mean():.2f} % in {time.perf_counter() - started:.1f} s")
+    if args.out:
+        print(f"wrote {table.save(args.out)}")
+    return 0
+
+
+class _LazyQueries(dict):  # type: ignore[type-arg]
+    """``{id: (volume, labels)}`` that preprocesses each query image when it is read."""
+
+    def __init__(self, items: dict[str, tuple[Any, Any]], modality: str) -> None:
+        super().__init__(items)
+        self.modality = modality
+
+    def __getitem__(self, key: str) -> tuple[Any, Any]:
+        from fewshotseg.demo import apply_recipe
+
+        vol, lab = super().__getitem__(key)
+        return apply_recipe(vol.array, self.modality), lab
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from fewshotseg.demo import format_report, run_demo
+    from fewshotseg.inference import _DATA, PRETRAINED
+
+    if args.checkpoint is None and not (_DATA / PRETRAINED["chaos-ssl"]).is_file():
+        raise CLIError(
+            f"the shipped weights {PRETRAINED['chaos-ssl']!r} are missing from this installation "
+            f"({_DATA}); run the demo with your own model: fewshotseg demo --checkpoint PATH "
+            "(a checkpoint from 'fewshotseg train')"
+        )
+    args.pretrained = "chaos-ssl"
+    predictor, modality = _load_predictor(args)
+    result = run_demo(
+        predictor,
+        data=args.data,
+        fold=args.fold,
+        protocol=args.protocol,
+        modality=modality,
+        overlay=args.out,
+        progress=not args.quiet,
+    )
+    print(format_report(result, device=str(predictor.device)))
+    return 0
+
+
+# --------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``fewshotseg`` argument parser with its five subcommands."""
+    parser = _Parser(
+        prog="fewshotseg",
+        description="Few-shot medical image segmentation trained without annotations (SSL-ALPNet).",
+        epilog="Run 'fewshotseg demo' first; 'fewshotseg COMMAND --help' for each command.",
+    )
+    parser.add_argument("--version", action="version", version=f"fewshotseg {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+    scans_opts = argparse.ArgumentParser(add_help=False)
+    scans_opts.add_argument(
+        "--axis",
+        type=int,
+        default=2,
+        choices=(0, 1, 2),
+        help="file axis (NIfTI order) to slice along (default 2, axial)",
+    )
+    model_opts = argparse.ArgumentParser(add_help=False)
+    source = model_opts.add_mutually_exclusive_group()
+    source.add_argument(
+        "--checkpoint", metavar="PATH", help="a checkpoint file, or a folder holding last.pt"
+    )
+    source.add_argument(
+        "--pretrained",
+        metavar="NAME",
+        default=None,
+        help="a model shipped with the package (e.g. chaos-ssl)",
+    )
+    model_opts.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    model_opts.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="network input size (default: the checkpoint's)",
+    )
+    model_opts.add_argument(
+        "--modality",
+        choices=_MODALITIES,
+        default=None,
+        help="intensity recipe (default: the checkpoint's, else mri)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # pseudolabel
+    p = sub.add_parser(
+        "pseudolabel",
+        parents=[common, scans_opts],
+        help="scans -> superpixel pseudolabel files",
+        description="Compute superpixel pseudolabels of unlabeled scans and write them next to "
+        "each scan (image_1.nii.gz -> image_1.superpixels.nii.gz) or into --out-dir.",
+    )
+    p.add_argument("scans", nargs="+", help="scan files, DICOM folders or glob patterns")
+    p.add_argument(
+        "--mode",
+        choices=("2d", "3d"),
+        default="2d",
+        help="2d: Felzenszwalb per slice (the paper's); 3d: supervoxels",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    p.add_argument("--min-size", type=int, help="granularity (default 400 px in 2d, 5000 in 3d)")
+    p.add_argument("--scale", type=float, help="2d only: Felzenszwalb scale (default 10)")
+    p.add_argument("--sigma", type=float, help="smoothing (default 0.8 px in 2d, 1 mm in 3d)")
+    p.add_argument(
+        "--body-threshold",
+        type=float,
+        help="intensity above which a voxel may be body (default automatic)",
+    )
+    p.add_argument("--out-dir", help="write here instead of next to the scans")
+    p.add_argument("--tag", default=_PSEUDO_TAG, help=argparse.SUPPRESS)
+    p.add_argument("--overwrite", action="store_true", help="recompute existing files")
+    p.set_defaults(func=_cmd_pseudolabel)
+
+    # train
+    p = sub.add_parser(
+        "train",
+        parents=[common, scans_opts],
+        help="scans [+ pseudolabels] -> checkpoint (resumable)",
+        description="Self-supervised training on superpixel episodes. Rerunning with the same "
+        "--checkpoint-dir resumes (raise --iterations to train longer). Under torchrun each "
+        "process trains on its own episode stream (DistributedDataParallel).",
+    )
+    p.add_argument("scans", nargs="+", help="scan files, DICOM folders or glob patterns")
+    p.add_argument(
+        "--pseudolabels",
+        nargs="+",
+        metavar="PATH",
+        help="pseudolabel files, one per scan in the same order (default: found next "
+        "to the scans or in --pseudolabel-dir, else computed now)",
+    )
+    p.add_argument("--pseudolabel-dir", help="folder of 'fewshotseg pseudolabel --out-dir'")
+    p.add_argument(
+        "--mode",
+        choices=("2d", "3d"),
+        default="2d",
+        help="pseudolabel mode when they are computed now",
+    )
+    p.add_argument("--workers", type=int, default=1, help="processes for computing pseudolabels")
+    p.add_argument(
+        "--preset",
+        choices=("cpu", "paper"),
+        default="cpu",
+        help="cpu: resnet18, 8000 steps (about an hour on 2 cores); paper: "
+        "deeplabv3_resnet101, 100k steps (a GPU; add --backbone-weights coco as the "
+        "paper did). Default cpu",
+    )
+    p.add_argument(
+        "--backbone",
+        help="resnet18, deeplabv3_resnet50, deeplabv3_resnet101, tiny (default: the preset's)",
+    )
+    p.add_argument(
+        "--backbone-weights",
+        metavar="coco|PATH",
+        help="coco (from the torch hub cache, never downloaded) or a weights file",
+    )
+    p.add_argument("--feature-dim", type=int, default=256, help="feature channels (default 256)")
+    p.add_argument(
+        "--no-local", action="store_true", help="class-level prototypes only (the PANet ablation)"
+    )
+    p.add_argument("--image-size", type=int, default=None, help="episode size (default 256)")
+    p.add_argument(
+        "--min-foreground",
+        type=int,
+        default=100,
+        help="smallest superpixel (pixels at --image-size) used as foreground",
+    )
+    p.add_argument("--no-augment", action="store_true", help="no random transform of the query")
+    p.add_argument(
+        "--modality",
+        choices=_MODALITIES,
+        default=None,
+        help="intensity recipe applied to every scan (default mri)",
+    )
+    p.add_argument(
+        "--exclude-classes",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="setting 2: drop every slice that holds one of these label values",
+    )
+    p.add_argument(
+        "--exclude-labels",
+        nargs="+",
+        metavar="PATH",
+        help="label files saying where --exclude-classes are, one per scan",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    _add_train_config_flags(p)
+    p.set_defaults(func=_cmd_train)
+
+    # predict
+    p = sub.add_parser(
+        "predict",
+        parents=[common, scans_opts, model_opts],
+        help="support image + label + query -> label file",
+        description="Segment a query scan from a labelled support scan. By default each class "
+        "uses the protocol's three support slices (the middle slices of three equal chunks of "
+        "the class's extent), matched to the query by relative depth.",
+    )
+    p.add_argument("support", help="support scan")
+    p.add_argument("support_label", help="its label file")
+    p.add_argument("query", help="query scan")
+    p.add_argument("-o", "--out", help="label file to write (default: QUERY.prediction.<suffix>)")
+    p.add_argument("--overlay", metavar="PNG", help="also write an overlay PNG")
+    p.add_argument(
+        "--classes",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="label values to segment (default: all in the support label)",
+    )
+    p.add_argument(
+        "--support-slices",
+        type=int,
+        nargs="+",
+        metavar="Z",
+        help="use these support slices together for every query slice instead",
+    )
+    p.set_defaults(func=_cmd_predict)
+
+    # evaluate
+    p = sub.add_parser(
+        "evaluate",
+        parents=[common, scans_opts, model_opts],
+        help="checkpoint + labelled scans -> Dice table",
+        description="Score a model with the few-shot protocol: on a fold of an image_N/label_N "
+        "folder (--data), or on --images/--labels where the first pair is the support.",
+    )
+    p.add_argument("--data", help="folder in the image_N / label_N layout (e.g. CHAOS)")
+    p.add_argument("--fold", type=int, default=0, help="fold index (default 0)")
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument("--images", nargs="+", help="scans; the first is the support")
+    p.add_argument("--labels", nargs="+", help="their label files, same order")
+    p.add_argument(
+        "--dataset",
+        choices=("chaos_t2spir", "synapse_ct", "mscmrseg_bssfp"),
+        help="class names and evaluated classes of one of the paper's datasets",
+    )
+    p.add_argument("--classes", type=int, nargs="+", metavar="C", help="label values to score")
+    p.add_argument("--protocol", choices=("paper", "whole_volume"), default="paper")
+    p.add_argument("--setting", type=int, choices=(1, 2), default=1)
+    p.add_argument(
+        "--group",
+        choices=("upper", "lower"),
+        help="setting 2's test group (upper: liver + spleen, lower: kidneys)",
+    )
+    p.add_argument(
+        "--ways",
+        choices=("1", "all"),
+        default="1",
+        help="1 (the paper's, one class per pass) or all (N-way)",
+    )
+    p.add_argument("--out", help="write the rows to a .csv or .json file")
+    p.set_defaults(func=_cmd_evaluate)
+
+    # demo
+    p = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="the shipped model on the shipped CHAOS scans (the main job)",
+        description="Segment liver, kidneys and spleen of CHAOS patient 2 from support patient "
+        "8 (shipped with the package), with the paper's protocol; print the Dice per organ and "
+        "the time, and write an overlay PNG.",
+    )
+    p.add_argument(
+        "--data",
+        help="a CHAOS-layout folder: fold --fold of it (support 8, queries 1, 2, 3, 5 for fold 0)",
+    )
+    p.add_argument("--fold", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--checkpoint", metavar="PATH", help="your own checkpoint instead")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--protocol", choices=("paper", "whole_volume"), default="paper")
+    p.add_argument(
+        "--out",
+        default="fewshotseg-demo.png",
+        help="overlay PNG to write (default fewshotseg-demo.png)",
+    )
+    p.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--modality", choices=_MODALITIES, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    logger.setLevel(level)
+    if not any(getattr(h, "_fewshotseg_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._fewshotseg_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(
+        err,
+        (
+            CLIError,
+            FileNotFoundError,
+            ValueError,
+            TypeError,
+            ImportError,
+            FileExistsError,
+            PermissionError,
+        ),
+    ):
+        return text
+    return f"{type(err).__name__}: {text}"
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fewshotseg", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"fewshotseg {__version__}")
-    parser.parse_args(argv)
-    return 0
+    """Run the command line; returns the exit status (0 success, 1 error, 2 bad arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _setup_logging(args)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("fewshotseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:
+        if args.debug:
+            raise
+        print(f"fewshotseg: error: {_one_line(err)}", file=sys.stderr)
+        return 1
