@@ -840,14 +840,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(args: argparse.Namespace) -> None:
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each record."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def _setup_logging(args: argparse.Namespace) -> tuple[int, logging.Handler]:
+    """Route the library's log records to stderr; returns what to undo afterwards."""
     level = logging.DEBUG if args.debug else logging.WARNING if args.quiet else logging.INFO
+    previous = logger.level
     logger.setLevel(level)
-    if not any(getattr(h, "_fewshotseg_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._fewshotseg_cli = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    return previous, handler
 
 
 def _one_line(err: BaseException) -> str:
@@ -875,7 +888,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    _setup_logging(args)
+    previous, handler = _setup_logging(args)
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
@@ -886,3 +899,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"fewshotseg: error: {_one_line(err)}", file=sys.stderr)
         return 1
+    finally:  # leave the library's logger as it was (main may run inside another program)
+        logger.removeHandler(handler)
+        logger.setLevel(previous)

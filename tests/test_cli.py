@@ -1,0 +1,254 @@
+"""The command line end to end on tiny synthetic scans: exit codes, files, geometry, errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fewshotseg import cli
+from fewshotseg.io import load_label_map, load_volume, save_volume
+from fewshotseg.training import TrainConfig, load_checkpoint
+
+TINY = ["--backbone", "tiny", "--feature-dim", "8", "--image-size", "32", "--min-foreground", "10"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Two shared cores: one torch thread avoids oversubscription (10x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _scan(seed: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A (D, H, W) = (6, 40, 36) 'body' with two organs on slices 1..4, and its labels."""
+    rng = np.random.default_rng(seed)
+    d, h, w = 6, 40, 36
+    yy, xx = np.mgrid[:h, :w]
+    img = np.full((d, h, w), 10.0)
+    img[:, (yy - 20) ** 2 + (xx - 18) ** 2 < 16**2] = 200.0
+    lab = np.zeros((d, h, w), np.uint8)
+    organ1 = (yy - 16 - shift) ** 2 + (xx - 13) ** 2 < 6**2
+    organ2 = (yy - 26) ** 2 + (xx - 24) ** 2 < 4**2
+    for z in range(1, 5):
+        img[z, organ1], lab[z, organ1] = 500.0, 1
+        img[z, organ2], lab[z, organ2] = 800.0, 2
+    img += rng.normal(0, 5, img.shape)
+    return np.clip(img, 0, None).astype(np.float32), lab
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("scans")
+    affine = np.diag([1.5, 1.25, 5.0, 1.0])
+    affine[:3, 3] = (-30.0, 12.0, 7.0)
+    for i in (1, 2, 3):
+        img, lab = _scan(i, shift=i - 2)
+        # via nibabel directly, so the files carry a non-trivial affine
+        import nibabel as nib
+
+        to_file = np.moveaxis(img, 0, 2)  # (D, H, W) -> NIfTI (i, j, k) with axis 2 = D
+        nib.save(nib.Nifti1Image(to_file, affine), folder / f"image_{i}.nii.gz")
+        nib.save(nib.Nifti1Image(np.moveaxis(lab, 0, 2), affine), folder / f"label_{i}.nii.gz")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("run") / "ckpt"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        code = cli.main(
+            ["train", str(data / "image_*.nii.gz"), "--checkpoint-dir", str(out), "--iterations",
+             "2", "--no-progress", "--quiet", *TINY]
+        )  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    assert code == 0
+    return out
+
+
+def _error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("fewshotseg: error: ")
+    return err[0]
+
+
+# ---------------------------------------------------------------------------------- parser
+
+
+@pytest.mark.parametrize("command", ["pseudolabel", "train", "predict", "evaluate", "demo"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert f"usage: fewshotseg {command}" in capsys.readouterr().out
+
+
+def test_train_has_a_flag_for_every_train_config_field(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    text = capsys.readouterr().out
+    for field in dataclasses.fields(TrainConfig):
+        assert "--" + field.name.replace("_", "-") in text, field.name
+
+
+def test_train_flags_build_the_config():
+    parser = cli.build_parser()
+    args = parser.parse_args(["train", "x", "--lr", "0.02", "--amp", "--batch-size", "3",
+                              "--checkpoint-dir", "d", "--no-progress"])  # fmt: skip
+    config = cli._train_config(args)
+    assert (config.lr, config.amp, config.batch_size, config.progress) == (0.02, True, 3, False)
+    assert config.checkpoint_dir == "d"
+    assert config.iterations == TrainConfig.cpu_preset().iterations  # the default preset
+    args = parser.parse_args(["train", "x", "--preset", "paper"])
+    assert cli._train_config(args) == TrainConfig()
+
+
+def test_bad_argument_is_one_line_and_status_2(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "x", "--lr", "fast"])
+    assert exit_info.value.code == 2
+    assert "--lr" in _error_line(capsys)
+
+
+def test_module_entry_point_and_version():
+    out = subprocess.run(
+        [sys.executable, "-m", "fewshotseg", "--version"], capture_output=True, text=True
+    )
+    assert out.returncode == 0 and out.stdout.startswith("fewshotseg ")
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def test_pseudolabel_writes_files_next_to_scans(data, tmp_path, capsys):
+    out_dir = tmp_path / "pseudo"
+    assert cli.main(["pseudolabel", str(data / "image_*.nii.gz"), "--min-size", "30",
+                     "--out-dir", str(out_dir), "--quiet"]) == 0  # fmt: skip
+    files = sorted(out_dir.iterdir())
+    assert [f.name for f in files] == [f"image_{i}.superpixels.nii.gz" for i in (1, 2, 3)]
+    scan = load_volume(data / "image_1.nii.gz")
+    labels = load_label_map(files[0])
+    assert labels.shape == scan.shape and labels.max() >= 2
+    # computed on the raw scan, with the given settings
+    from fewshotseg.superpixels import SuperpixelPseudolabeler
+
+    np.testing.assert_array_equal(labels, SuperpixelPseudolabeler(min_size=30)(scan.array))
+    # a second run keeps the files; --overwrite recomputes
+    capsys.readouterr()
+    assert cli.main(["pseudolabel", str(data / "image_1.nii.gz"), "--out-dir", str(out_dir),
+                     "--quiet"]) == 0  # fmt: skip
+    assert "kept" in capsys.readouterr().out
+
+
+def test_train_writes_a_resumable_checkpoint(data, checkpoint, tmp_path):
+    ckpt = load_checkpoint(checkpoint / "last.pt")
+    assert ckpt["step"] == 2 and ckpt["image_size"] == 32 and ckpt["modality"] == "mri"
+    assert ckpt["model_config"]["backbone"] == "tiny"
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    (resumed / "last.pt").write_bytes((checkpoint / "last.pt").read_bytes())
+    assert cli.main(["train", str(data / "image_1.nii.gz"), "--checkpoint-dir", str(resumed),
+                     "--iterations", "3", "--no-progress", "--quiet",
+                     "--min-foreground", "10"]) == 0  # fmt: skip
+    assert load_checkpoint(resumed / "last.pt")["step"] == 3
+
+
+def test_train_setting2_excludes_slices(data, tmp_path):
+    # class 1 is on slices 1..4 of every scan: only slices 0 and 5 remain, and they hold
+    # superpixels, so training still runs
+    out = tmp_path / "s2"
+    args = ["train", str(data / "image_*.nii.gz"), "--checkpoint-dir", str(out),
+            "--iterations", "1", "--no-progress", "--quiet", "--exclude-classes", "1",
+            "--exclude-labels", str(data / "label_*.nii.gz"), *TINY]  # fmt: skip
+    assert cli.main(args) == 0
+    assert (out / "last.pt").is_file()
+
+
+def test_predict_writes_labels_with_the_query_geometry(data, checkpoint, tmp_path):
+    out, png = tmp_path / "pred.nii.gz", tmp_path / "pred.png"
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
+                     "-o", str(out), "--overlay", str(png), "--quiet"]) == 0  # fmt: skip
+    query, pred = load_volume(data / "image_2.nii.gz"), load_volume(out)
+    assert pred.shape == query.shape
+    np.testing.assert_allclose(pred.affine, query.affine)
+    assert set(np.unique(pred.array)) <= {0.0, 1.0, 2.0}
+    assert png.stat().st_size > 0
+
+
+def test_predict_with_chosen_support_slices(data, checkpoint, tmp_path):
+    out = tmp_path / "pred.npz"
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_3.nii.gz"), "--checkpoint", str(checkpoint / "last.pt"),
+                     "-o", str(out), "--support-slices", "2", "3", "--classes", "2",
+                     "--quiet"]) == 0  # fmt: skip
+    pred = load_label_map(out)
+    assert pred.shape == (6, 40, 36) and set(np.unique(pred)) <= {0, 2}
+
+
+def test_evaluate_prints_and_saves_a_table(data, checkpoint, tmp_path, capsys):
+    out = tmp_path / "dice.csv"
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--images",
+                     str(data / "image_*.nii.gz"), "--labels", str(data / "label_*.nii.gz"),
+                     "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert "mean Dice" in capsys.readouterr().out
+    from fewshotseg.evaluation import ResultTable
+
+    table = ResultTable.load(out)
+    assert len(table) == 4  # 2 queries x 2 classes; the first scan is the support
+    assert {r.support for r in table} == {"image_1.nii.gz"}
+    assert all(0.0 <= r.dice <= 1.0 for r in table)
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pseudolabel", "{tmp}/missing.nii.gz"],
+        ["pseudolabel", "{tmp}/nothing_*.nii.gz"],
+        ["train", "{tmp}/missing.nii.gz", "--checkpoint-dir", "{tmp}/c"],
+        ["predict", "{tmp}/a.nii.gz", "{tmp}/b.nii.gz", "{tmp}/c.nii.gz", "--checkpoint", "x"],
+        ["evaluate", "--checkpoint", "{tmp}/missing.pt", "--images", "{data}/image_*.nii.gz",
+         "--labels", "{data}/label_*.nii.gz"],
+        ["evaluate", "--checkpoint", "{tmp}", "--data", "{tmp}/nowhere"],
+        ["demo", "--checkpoint", "{tmp}/missing.pt"],
+    ],
+)  # fmt: skip
+def test_bad_paths_give_one_clear_line(argv, data, tmp_path, capsys):
+    argv = [a.format(tmp=tmp_path, data=data) for a in argv]
+    assert cli.main([*argv, "--quiet"]) == 1
+    line = _error_line(capsys)
+    assert "missing" in line or "nothing_" in line or "nowhere" in line or "a.nii.gz" in line
+    assert "Traceback" not in line
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    with pytest.raises(cli.CLIError):
+        cli.main(["pseudolabel", str(tmp_path / "missing.nii.gz"), "--debug"])
+
+
+def test_mismatched_pseudolabels_are_an_error(data, tmp_path, capsys):
+    save_volume(np.zeros((2, 3, 4), np.int32), tmp_path / "p.npz")
+    assert cli.main(["train", str(data / "image_1.nii.gz"), "--pseudolabels",
+                     str(tmp_path / "p.npz"), "--checkpoint-dir", str(tmp_path / "c"),
+                     "--quiet"]) == 1  # fmt: skip
+    assert "shape" in _error_line(capsys)
+
+
+def test_predict_needs_a_model(data, capsys):
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--quiet"]) == 1  # fmt: skip
+    assert "--checkpoint" in _error_line(capsys)
