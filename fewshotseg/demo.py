@@ -211,9 +211,11 @@ def protocol_slice_prediction(
     Args:
         predictor: a :class:`fewshotseg.inference.SupportQueryPredictor` (needs
             ``predict_proba``).
-        support_image, support_label: ``(D_s, H, W)`` preprocessed support scan and labels.
-        query_image, query_label: ``(D, H', W')`` preprocessed query scan and labels (the
-            labels only choose the chunks, as in the protocol).
+        support_image: ``(D_s, H, W)`` preprocessed support scan.
+        support_label: its ``(D_s, H, W)`` integer labels.
+        query_image: ``(D, H', W')`` preprocessed query scan.
+        query_label: its ``(D, H', W')`` labels (they only choose the chunks, as in the
+            protocol).
         z: the query slice.
         classes: label values to segment.
         protocol: ``"paper"`` or ``"whole_volume"``.
