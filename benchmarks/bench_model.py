@@ -22,7 +22,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from fewshotseg.models import ALPNet, AdaptiveLocalPrototypePool
+from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
 
 
 def per_class_loop(sup_feats, sup_masks, query, *, window, threshold=0.95, temperature=20.0):
@@ -121,9 +121,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     alp_repeats = 5 if args.quick else 200
-    names = ["tiny", "resnet18"] if args.quick else [
-        "resnet18", "deeplabv3_resnet50", "deeplabv3_resnet101"
-    ]
+    names = (
+        ["tiny", "resnet18"]
+        if args.quick
+        else ["resnet18", "deeplabv3_resnet50", "deeplabv3_resnet101"]
+    )
     lines = [
         f"Machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{args.threads} threads.",

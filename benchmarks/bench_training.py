@@ -39,16 +39,22 @@ def one(backbone: str, batch: int, steps: int, threads: int, device: str, amp: b
     torch.set_num_threads(threads)
     rng = np.random.default_rng(0)
     ids = np.arange(64).reshape(8, 8).repeat(32, 0).repeat(32, 1) + 1
-    images = [rng.random(65)[ids][None].repeat(4, 0).astype(np.float32) + 0.05 *
-              rng.standard_normal((4, 256, 256)).astype(np.float32) for _ in range(2)]
+    images = [
+        rng.random(65)[ids][None].repeat(4, 0).astype(np.float32)
+        + 0.05 * rng.standard_normal((4, 256, 256)).astype(np.float32)
+        for _ in range(2)
+    ]
     labels = [ids[None].repeat(4, 0) for _ in range(2)]
     sampler = fss.EpisodeSampler(images, labels, image_size=256, seed=0)
     torch.manual_seed(0)
     model = fss.ALPNet(backbone=backbone)
-    trainer = fss.Trainer(model, sampler, fss.TrainConfig(batch_size=batch, amp=amp,
-                                                          progress=False), device=device)
-    batches = [fss.collate_episodes([sampler.episode(i * batch + j) for j in range(batch)])
-               for i in range(steps + 2)]
+    trainer = fss.Trainer(
+        model, sampler, fss.TrainConfig(batch_size=batch, amp=amp, progress=False), device=device
+    )
+    batches = [
+        fss.collate_episodes([sampler.episode(i * batch + j) for j in range(batch)])
+        for i in range(steps + 2)
+    ]
     times = []
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -91,28 +97,45 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out")
-    parser.add_argument("--one", nargs=4, metavar=("BACKBONE", "BATCH", "STEPS", "AMP"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--one", nargs=4, metavar=("BACKBONE", "BATCH", "STEPS", "AMP"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.one:
         backbone, batch, steps, amp = args.one
-        print(json.dumps(one(backbone, int(batch), int(steps), args.threads, args.device,
-                             amp == "1")))
+        print(
+            json.dumps(one(backbone, int(batch), int(steps), args.threads, args.device, amp == "1"))
+        )
         return
 
     if args.quick:
         configs = [("tiny", 1, 2), ("tiny", 4, 2)]
     else:
-        configs = [("deeplabv3_resnet101", 1, 5), ("resnet18", 1, 10), ("resnet18", 4, 5),
-                   ("resnet18", 8, 4)]
+        configs = [
+            ("deeplabv3_resnet101", 1, 5),
+            ("resnet18", 1, 10),
+            ("resnet18", 4, 5),
+            ("resnet18", 8, 4),
+        ]
         if args.device.startswith("cuda"):
             configs += [("deeplabv3_resnet101", 4, 10), ("deeplabv3_resnet101", 8, 10)]
     amps = [False, True] if args.device.startswith("cuda") else [False]
     rows = []
     for backbone, batch, steps in configs:
         for amp in amps:
-            cmd = [sys.executable, __file__, "--threads", str(args.threads), "--device",
-                   args.device, "--one", backbone, str(batch), str(steps), "1" if amp else "0"]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--threads",
+                str(args.threads),
+                "--device",
+                args.device,
+                "--one",
+                backbone,
+                str(batch),
+                str(steps),
+                "1" if amp else "0",
+            ]
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(rows[-1], file=sys.stderr)
@@ -132,8 +155,10 @@ def main() -> None:
             ratio = forward_gflop(r["backbone"]) / ref_gflop["deeplabv3_resnet101"]
             gflop = PAPER_STEP_GFLOP * ratio * r["batch"]
             share = f"{100 * gflop / r['seconds_per_step'] / CPU_PEAK_GFLOPS:.0f} %"
-        line = (f"| {r['backbone']} | {r['batch']} | {r['amp']} | {r['seconds_per_step']:.3f} | "
-                f"{r['batch'] / r['seconds_per_step']:.2f} | {share} | {r['peak_rss_mb']:.0f} |")
+        line = (
+            f"| {r['backbone']} | {r['batch']} | {r['amp']} | {r['seconds_per_step']:.3f} | "
+            f"{r['batch'] / r['seconds_per_step']:.2f} | {share} | {r['peak_rss_mb']:.0f} |"
+        )
         if "peak_gpu_mb" in r:
             line += f" {r['peak_gpu_mb']:.0f} |"
         lines.append(line)

@@ -63,8 +63,12 @@ def cmd_pseudolabel(args: argparse.Namespace) -> None:
         [cases[i][0] for i in ids], spacings=[spacing] * len(ids), workers=args.workers
     )
     RUNS.mkdir(exist_ok=True)
-    np.savez_compressed(pseudo_path(args.mode), **{i: lab for i, lab in zip(ids, labels, strict=True)})
-    log.info("pseudolabels (%s) for %d scans in %.1f s", args.mode, len(ids), time.perf_counter() - start)
+    np.savez_compressed(
+        pseudo_path(args.mode), **{i: lab for i, lab in zip(ids, labels, strict=True)}
+    )
+    log.info(
+        "pseudolabels (%s) for %d scans in %.1f s", args.mode, len(ids), time.perf_counter() - start
+    )
 
 
 def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.EpisodeSampler:
@@ -114,7 +118,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
     run_dir(args).mkdir(parents=True, exist_ok=True)
     (run_dir(args) / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
-    trainer = fss.Trainer(model, sampler, config, device=args.device)
+    metadata = {"image_size": args.image_size, "modality": "mri"}
+    trainer = fss.Trainer(model, sampler, config, device=args.device, metadata=metadata)
     trainer.fit()
     log.info("done: step %d, %.0f s", trainer.step, trainer.history.seconds)
 
@@ -125,11 +130,7 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
     predictor = fss.SupportQueryPredictor(
         model, device=args.device, image_size=args.image_size, batch_size=8
     )
-    classes = (
-        list(ORGANS)
-        if args.setting == 1
-        else list(evaluation.SETTING2_GROUPS[args.group])
-    )
+    classes = list(ORGANS) if args.setting == 1 else list(evaluation.SETTING2_GROUPS[args.group])
     queries = {str(q): (preprocess.mri(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
     tables = []
     for protocol in ("paper", "whole_volume"):
@@ -171,9 +172,11 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     seconds = time.perf_counter() - start
     out_dir = RUNS / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"{name}_fold{args.fold}_s{args.setting}" + (
-        f"_{args.group}" if args.setting == 2 else ""
-    ) + f"_step{step}"
+    stem = (
+        f"{name}_fold{args.fold}_s{args.setting}"
+        + (f"_{args.group}" if args.setting == 2 else "")
+        + f"_step{step}"
+    )
     table.save(out_dir / f"{stem}.json")
     print(f"## {stem} (evaluated in {seconds:.0f} s)")
     print(table.to_markdown("summary"))
@@ -193,7 +196,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         "step": ckpt["step"],
         "config": ckpt["config"],
         "version": ckpt["version"],
-        "preprocess": "fewshotseg.preprocess.mri",
+        "modality": "mri",
         "training_data": "CHAOS T2-SPIR images (no labels) of the 15 patients outside fold 0",
     }
     out = Path(args.out)
@@ -244,8 +247,12 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    {"pseudolabel": cmd_pseudolabel, "train": cmd_train, "evaluate": cmd_evaluate,
-     "export": cmd_export}[args.cmd](args)
+    {
+        "pseudolabel": cmd_pseudolabel,
+        "train": cmd_train,
+        "evaluate": cmd_evaluate,
+        "export": cmd_export,
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":

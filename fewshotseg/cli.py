@@ -403,13 +403,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         min_foreground=args.min_foreground,
         seed=config.seed,
     )
-    extra = {"image_size": int(image_size), "modality": modality}
-
-    class _Trainer(Trainer):
-        def state_dict(self) -> dict[str, Any]:
-            return {**super().state_dict(), **extra}
-
-    trainer = _Trainer(model, sampler, config, device=device)
+    metadata = {"image_size": int(image_size), "modality": modality}
+    trainer = Trainer(model, sampler, config, device=device, metadata=metadata)
     started = time.perf_counter()
     history = trainer.fit()
     if trainer.rank == 0:

@@ -281,6 +281,8 @@ class Trainer:
         device: where to train (default: CUDA if available, else CPU).
         validate: optional ``callable(model) -> float`` (higher is better), run every
             ``config.validate_every`` steps in eval mode; the best model goes to ``best.pt``.
+        metadata: plain values stored at the top level of every checkpoint, e.g. the
+            ``image_size`` and intensity recipe (``modality``) that inference must reuse.
 
     Under ``torchrun`` (an initialised default process group) the model is wrapped in
     DistributedDataParallel; each rank draws its own episode stream (the sampler's ``rank``),
@@ -308,8 +310,10 @@ class Trainer:
         *,
         device: str | torch.device | None = None,
         validate: Callable[[ALPNet], float] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.config = config if config is not None else TrainConfig()
+        self.metadata = dict(metadata or {})
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -525,6 +529,7 @@ class Trainer:
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
+            **self.metadata,
             "model": self.model.state_dict(),
             "model_config": self.model.model_config,
             "optimizer": self.optimizer.state_dict(),

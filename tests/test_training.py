@@ -323,3 +323,16 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert (r0["sampler_rank"], r1["sampler_rank"]) == (0, 1)
     assert not torch.equal(r0["episode"], r1["episode"])  # each rank its own stream
     assert load_checkpoint(tmp_path / "last.pt")["step"] == 3
+
+
+def test_metadata_is_stored_in_checkpoints(tmp_path):
+    trainer = Trainer(
+        tiny_model(),
+        make_sampler(),
+        TrainConfig(progress=False),
+        device="cpu",
+        metadata={"image_size": 32, "modality": "mri"},
+    )
+    trainer.save(tmp_path / "c.pt")
+    ckpt = load_checkpoint(tmp_path / "c.pt")
+    assert (ckpt["image_size"], ckpt["modality"]) == (32, "mri")
