@@ -309,7 +309,8 @@ class SupportQueryPredictor:
         probability when that probability is > 0.5, else background.
 
         Args:
-            support_volume, support_labels: ``(D_s, H, W)`` image and integer labels.
+            support_volume: ``(D_s, H, W)`` image.
+            support_labels: ``(D_s, H, W)`` integer labels of the support volume.
             query_volume: ``(D, H', W')``.
             classes: label values to segment (default: every nonzero support label).
             parts: chunks per class (3 in the paper).

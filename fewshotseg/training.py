@@ -157,8 +157,13 @@ def episode_loss(
     misses gets a zero prototype.
 
     Args:
-        support_images ``(B, S, 1, H, W)``; support_masks ``(B, S, N, H, W)``;
-        query_images ``(B, 1, H, W)``; query_labels ``(B, H, W)`` long in 0..N or 255.
+        model: the network.
+        support_images: ``(B, S, 1, H, W)``.
+        support_masks: ``(B, S, N, H, W)`` one-hot foreground.
+        query_images: ``(B, 1, H, W)``.
+        query_labels: ``(B, H, W)`` long in 0..N, 255 = ignore.
+        bg_weight: cross-entropy weight of the background class.
+        align_weight: weight of the alignment loss (0 skips it).
     """
     ways = support_masks.shape[2]
     logits, support_feats, query_feats = model.forward_with_features(
