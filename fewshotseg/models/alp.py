@@ -247,17 +247,19 @@ class AdaptiveLocalPrototypePool(nn.Module):
             )
         # The fusion runs in float32 at least: exp(-2 * temperature) underflows in fp16.
         dtype = torch.promote_types(query_features.dtype, torch.float32)
-        query = F.normalize(query_features.to(dtype).flatten(2), dim=1, eps=_NORM_EPS)
-        sims = self.temperature * torch.bmm(protos.to(dtype), query)  # (B, K, Q)
+        query = query_features.to(dtype).flatten(2)  # (B, C, Q)
+        # Cosine = dot product / |q|: dividing the (K, Q) products is cheaper than normalising
+        # the (C, Q) query; the clamp is F.normalize's eps.
+        norms = query.square().sum(1, keepdim=True).sqrt().clamp_min(_NORM_EPS)
+        sims = torch.bmm(protos.to(dtype), query) * (self.temperature / norms)
         if sims.shape[1] == 0:
             return sims.new_zeros(b, members.shape[1], hq, wq)
         # Masked softmax-weighted sum over each class's prototypes (eq. 5). Cosines are bounded
-        # by 1, so shifting by the temperature keeps exp() in (e^-2T, 1] for every class at
-        # once; numerator and denominator come from one matrix product.
+        # by 1, so shifting by the temperature keeps exp() in (e^-2T, 1] for every class at once.
         weights = torch.exp(sims - self.temperature)
-        q = sims.shape[-1]
-        sums = torch.bmm(members.to(dtype), torch.cat([weights * sims, weights], dim=-1))
-        numerator, denominator = sums[..., :q], sums[..., q:]
+        member_w = members.to(dtype)
+        numerator = torch.bmm(member_w, weights * sims)  # (B, N + 1, Q)
+        denominator = torch.bmm(member_w, weights)
         has = members.any(-1, keepdim=True)  # (B, N + 1, 1)
         fused = torch.where(has, numerator / denominator.clamp_min(1e-30), 0.0)
         return fused.reshape(b, -1, hq, wq)
