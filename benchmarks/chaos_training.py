@@ -35,7 +35,7 @@ from fewshotseg.datasets import chaos_t2spir
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
 RUNS = ROOT / "runs"
-ORGANS = {1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
+ORGANS = evaluation.CHAOS_CLASSES
 
 log = logging.getLogger("chaos")
 

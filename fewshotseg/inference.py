@@ -252,7 +252,6 @@ class SupportQueryPredictor:
     def _stream(self, support: SupportSet, query: Tensor) -> Iterator[Tensor]:
         """Probabilities ``(N + 1, d, H, W)`` on the CPU, one query batch at a time."""
         depth, h, w = query.shape
-        size = (self.image_size, self.image_size)
         starts = range(0, depth, self.batch_size)
         if self.progress:
             from tqdm.auto import tqdm
@@ -260,16 +259,24 @@ class SupportQueryPredictor:
             starts = tqdm(starts, desc="segmenting", unit="batch")
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             for start in starts:
-                chunk = query[start : start + self.batch_size].to(self.device)[:, None]
-                chunk = self._resize(chunk, size)
-                feats = self.model.encode(chunk)
-                protos = support.prototypes.expand(chunk.shape[0])
-                logits = self.model.segment(feats, protos, size).float()
-                if (h, w) != size:
-                    logits = F.interpolate(
-                        logits, size=(h, w), mode="bilinear", align_corners=False
-                    )
-                yield logits.softmax(1).transpose(0, 1).cpu()
+                feats = self._encode_batch(query[start : start + self.batch_size])
+                yield self._probabilities(feats, support, (h, w)).transpose(0, 1).cpu()
+
+    def _encode_batch(self, slices: Tensor) -> Tensor:
+        """Features of ``(d, H, W)`` query slices, resized to the network's input size."""
+        size = (self.image_size, self.image_size)
+        return self.model.encode(self._resize(slices.to(self.device)[:, None], size))
+
+    def _probabilities(
+        self, feats: Tensor, support: SupportSet, out_size: tuple[int, int]
+    ) -> Tensor:
+        """Class probabilities ``(d, N + 1, *out_size)`` of query features against a support."""
+        size = (self.image_size, self.image_size)
+        protos = support.prototypes.expand(feats.shape[0])
+        logits = self.model.segment(feats, protos, size).float()
+        if out_size != size:
+            logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
+        return logits.softmax(1)
 
     @staticmethod
     def _resize(x: Tensor, size: tuple[int, int]) -> Tensor:
@@ -355,24 +362,17 @@ class SupportQueryPredictor:
             ]
         # The query is encoded once, in batches, and shared by every class and chunk.
         h, w = qry.shape[1:]
-        size = (self.image_size, self.image_size)
         best = np.zeros(qry.shape, np.float32)
         result = np.zeros(qry.shape, np.int64)
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             for start in range(0, depth_q, self.batch_size):
-                batch = self._resize(query[start : start + self.batch_size, None], size)
-                feats = self.model.encode(batch.to(self.device))
+                feats = self._encode_batch(query[start : start + self.batch_size])
                 for cls in classes:
-                    parts_here = chunk_of[cls][start : start + len(batch)]
+                    parts_here = chunk_of[cls][start : start + len(feats)]
                     for part in np.unique(parts_here):
                         idx = np.flatnonzero(parts_here == part)
-                        protos = supports[cls][int(part)].prototypes.expand(len(idx))
-                        logits = self.model.segment(feats[idx], protos, size).float()
-                        if (h, w) != size:
-                            logits = F.interpolate(
-                                logits, size=(h, w), mode="bilinear", align_corners=False
-                            )
-                        proba = logits.softmax(1)[:, 1].cpu().numpy()
+                        support = supports[cls][int(part)]
+                        proba = self._probabilities(feats[idx], support, (h, w))[:, 1].cpu().numpy()
                         zs = start + idx
                         take = (proba > 0.5) & (proba > best[zs])
                         best[zs] = np.where(take, proba, best[zs])
