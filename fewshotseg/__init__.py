@@ -29,7 +29,7 @@ from fewshotseg.inference import SupportQueryPredictor, SupportSet
 from fewshotseg.metrics import dice
 from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet, Prototypes
 from fewshotseg.superpixels import SuperpixelPseudolabeler
-from fewshotseg.training import TrainConfig, Trainer, TrainHistory
+from fewshotseg.training import TrainConfig, Trainer, TrainHistory, TrainingInterrupted
 
 __all__ = [
     "ALPNet",
@@ -45,6 +45,7 @@ __all__ = [
     "SupportSet",
     "TrainConfig",
     "TrainHistory",
+    "TrainingInterrupted",
     "Trainer",
     "__version__",
     "collate_episodes",

@@ -886,9 +886,13 @@ def main(argv: list[str] | None = None) -> int:
     previous, handler = _setup_logging(args)
     try:
         return int(args.func(args))
-    except KeyboardInterrupt:
-        print("fewshotseg: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        signum = getattr(stop, "signal_number", None)  # training.TrainingInterrupted
+        if signum is None:
+            print("fewshotseg: interrupted", file=sys.stderr)
+            return 130
+        print(f"fewshotseg: {stop}; checkpoint saved, rerun to resume", file=sys.stderr)
+        return 128 + signum
     except Exception as err:
         if args.debug:
             raise

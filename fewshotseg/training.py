@@ -12,6 +12,8 @@ import dataclasses
 import logging
 import math
 import os
+import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -30,6 +32,7 @@ __all__ = [
     "TrainConfig",
     "TrainHistory",
     "Trainer",
+    "TrainingInterrupted",
     "episode_loss",
     "init_distributed",
     "load_checkpoint",
@@ -124,6 +127,51 @@ class TrainHistory:
     validation: list[tuple[int, float]] = field(default_factory=list)
     skipped_steps: int = 0
     seconds: float = 0.0
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """`Trainer.fit` stopped on SIGINT or SIGTERM after saving a checkpoint at a step boundary.
+
+    A subclass of `KeyboardInterrupt`, so code that already handles Ctrl-C handles it too.
+    ``signal_number`` says which signal stopped the run and ``step`` the step that was saved.
+    """
+
+    def __init__(self, signal_number: int, step: int) -> None:
+        super().__init__(f"training stopped by {signal.Signals(signal_number).name} at step {step}")
+        self.signal_number = signal_number
+        self.step = step
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[list[int]]:
+    """Turn SIGINT/SIGTERM into a request that the loop honours between steps.
+
+    Stopping between steps (not mid optimiser update) makes the saved checkpoint exact; schedulers
+    such as SLURM send SIGTERM before killing a job. A second signal gets the previous handler
+    (a second Ctrl-C interrupts at once). Signals that were ignored (``nohup``, background jobs)
+    stay ignored, and nothing is installed outside the main thread, where Python forbids it.
+    """
+    requested: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield requested
+        return
+    previous = {}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        requested.append(signum)
+        signal.signal(signum, previous[signum])  # a second signal acts as it did before
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        current = signal.getsignal(sig)
+        if current in (signal.SIG_IGN, None):
+            continue
+        previous[sig] = current
+        signal.signal(sig, on_signal)
+    try:
+        yield requested
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _one_hot_foreground(labels: Tensor, ways: int) -> Tensor:
@@ -446,7 +494,9 @@ class Trainer:
     def fit(self) -> TrainHistory:
         """Train until ``config.iterations``; resumes from ``checkpoint_dir/last.pt`` if present.
 
-        Ctrl-C saves a checkpoint before stopping. Returns the `TrainHistory`.
+        Ctrl-C (SIGINT) or SIGTERM stops the run at the end of the current step, saves the
+        checkpoint and raises `TrainingInterrupted`; rerunning ``fit`` continues from there.
+        Returns the `TrainHistory`.
         """
         cfg = self.config
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
@@ -463,6 +513,8 @@ class Trainer:
         started = time.perf_counter()
         window: list[float] = []
         first_step = self.step
+        stack = contextlib.ExitStack()
+        requested = stack.enter_context(_stop_requests())
         try:
             for batch in self._batches(self.step):
                 out = self.train_step(batch)
@@ -480,18 +532,36 @@ class Trainer:
                     self._run_validation(ckpt_dir)
                 if ckpt_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
-        except KeyboardInterrupt:
+                if self._should_stop(requested) and self.step < cfg.iterations:
+                    if ckpt_dir is not None:
+                        self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
+                    logger.warning("stopped by a signal at step %d; checkpoint saved", self.step)
+                    raise TrainingInterrupted(
+                        requested[0] if requested else signal.SIGTERM, self.step
+                    )
+        except TrainingInterrupted:
+            raise
+        except KeyboardInterrupt:  # a second Ctrl-C, or one outside the main thread
             if ckpt_dir is not None:
                 self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
                 logger.warning("interrupted at step %d; checkpoint saved", self.step)
             raise
         finally:
+            stack.close()
             if bar is not None:
                 bar.close()
             self.history.seconds += time.perf_counter() - started
         if ckpt_dir is not None:
             self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
         return self.history
+
+    def _should_stop(self, requested: list[int]) -> bool:
+        """True when a stop was requested here or, under torchrun, on any rank (so all agree)."""
+        if self.world_size == 1:
+            return bool(requested)
+        flag = torch.tensor([float(bool(requested))], device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return bool(flag.item())
 
     def _log(self, out: dict[str, float], window: list[float], rate: float) -> None:
         finite = [v for v in window if math.isfinite(v)]

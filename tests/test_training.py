@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ from fewshotseg.models import ALPNet
 from fewshotseg.training import (
     TrainConfig,
     Trainer,
+    TrainingInterrupted,
     episode_loss,
     load_checkpoint,
 )
@@ -336,3 +339,44 @@ def test_metadata_is_stored_in_checkpoints(tmp_path):
     trainer.save(tmp_path / "c.pt")
     ckpt = load_checkpoint(tmp_path / "c.pt")
     assert (ckpt["image_size"], ckpt["modality"]) == (32, "mri")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_at_a_step_boundary_and_resumes_exactly(tmp_path, signum):
+    """SIGTERM (what SLURM sends) or Ctrl-C: save at the end of the step, raise, resume exactly."""
+    base = {"iterations": 5, "lr": 0.01, "progress": False, "checkpoint_every": 100}
+    reference = Trainer(tiny_model(), make_sampler(), TrainConfig(**base), device="cpu")
+    reference.fit()
+
+    def send_signal(model):  # runs after step 2, inside the loop
+        os.kill(os.getpid(), signum)
+        return 0.0
+
+    config = TrainConfig(validate_every=2, checkpoint_dir=str(tmp_path), **base)
+    trainer = Trainer(tiny_model(), make_sampler(), config, device="cpu", validate=send_signal)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        trainer.fit()
+    assert stopped.value.signal_number == signum and stopped.value.step == 2
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert load_checkpoint(tmp_path / "last.pt")["step"] == 2
+    # the handlers are restored once fit returns
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+    config = TrainConfig(checkpoint_dir=str(tmp_path), **base)
+    resumed = Trainer(tiny_model(), make_sampler(), config, device="cpu")
+    resumed.fit()
+    assert resumed.step == 5
+    assert torch.equal(params(resumed.model), params(reference.model))
+
+
+def test_cli_reports_a_signal_stop_with_its_exit_status(monkeypatch, capsys):
+    from fewshotseg import cli
+
+    def stopped_by_sigterm(args):
+        raise TrainingInterrupted(signal.SIGTERM, 7)
+
+    monkeypatch.setattr(cli, "_cmd_train", stopped_by_sigterm)
+    assert cli.main(["train", "scans"]) == 128 + signal.SIGTERM
+    err = capsys.readouterr().err
+    assert "SIGTERM at step 7" in err and "rerun to resume" in err
