@@ -31,15 +31,16 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from fewshotseg._version import __version__
+from fewshotseg.io import DERIVED_TAGS, PREDICTION_TAG, PSEUDOLABEL_TAG
 
 __all__ = ["CLIError", "build_parser", "main"]
 
 logger = logging.getLogger("fewshotseg")
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_PSEUDO_TAG = "superpixels"
-_PREDICTION_TAG = "prediction"
-_OUR_TAGS = (_PSEUDO_TAG, _PREDICTION_TAG)
+_PSEUDO_TAG = PSEUDOLABEL_TAG
+_PREDICTION_TAG = PREDICTION_TAG
+_OUR_TAGS = DERIVED_TAGS
 _MODALITIES = ("mri", "ct", "none")
 _BACKBONE_BY_PRESET = {"cpu": "resnet18", "paper": "deeplabv3_resnet101"}
 

@@ -209,8 +209,10 @@ def find_cases(
     (volume suffix excluded when the pattern has none) is the case id, and the case's label is
     the file named ``label_pattern`` with ``*`` replaced by the id (any supported suffix when
     ``label_pattern`` has none). Files that are another case's label are not scans themselves,
-    so one folder may hold both. Files without a supported suffix are ignored; sub-folders
-    count as DICOM series.
+    so one folder may hold both. Files without a supported suffix are ignored, and so are the
+    files this library derives from scans (``image_1.superpixels.nii.gz``,
+    ``image_1.prediction.nii.gz``; see `fewshotseg.io.DERIVED_TAGS`); sub-folders count as
+    DICOM series.
 
     Args:
         folder: the folder holding the scans.
@@ -256,8 +258,8 @@ def find_cases(
             if not fnmatchcase(stem, pattern):
                 continue
             case_id = stem[len(prefix) : len(stem) - len(tail_stem)]
-        if not case_id:
-            continue
+        if not case_id or any(case_id.endswith(f".{tag}") for tag in fio.DERIVED_TAGS):
+            continue  # empty, or a file we derived from a scan (image_1.superpixels.nii.gz)
         if case_id in found:
             raise ValueError(
                 f"two scans for case {case_id!r} in {str(root)!r}: {found[case_id].name} and "

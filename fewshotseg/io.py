@@ -32,6 +32,9 @@ from typing import Any, Literal
 import numpy as np
 
 __all__ = [
+    "DERIVED_TAGS",
+    "PREDICTION_TAG",
+    "PSEUDOLABEL_TAG",
     "SUPPORTED_SUFFIXES",
     "Volume",
     "load_label_map",
@@ -41,6 +44,13 @@ __all__ = [
     "split_suffix",
     "to_label_map",
 ]
+
+PSEUDOLABEL_TAG = "superpixels"
+"""`sibling_path` tag of the pseudolabel files ``fewshotseg pseudolabel`` writes."""
+PREDICTION_TAG = "prediction"
+"""`sibling_path` tag of the label files ``fewshotseg predict`` writes."""
+DERIVED_TAGS = (PSEUDOLABEL_TAG, PREDICTION_TAG)
+"""Tags of files this library derives from scans; scan patterns such as ``*.nii.gz`` skip them."""
 
 logger = logging.getLogger(__name__)
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from fewshotseg import datasets as ds
+from fewshotseg import io as fio
 
 nib = pytest.importorskip("nibabel")
 
@@ -101,6 +102,32 @@ def test_load_folder_with_patterns(tmp_path: Path) -> None:
     without = ds.load_folder(images, "*.nii.gz")
     assert [c.id for c in without] == ["case_007_0000", "case_012_0000"]
     assert all(c.label is None for c in without)
+
+
+@pytest.mark.parametrize("suffix", [".nii.gz", ".npy"])
+def test_derived_files_next_to_scans_are_not_scans(tmp_path: Path, suffix: str) -> None:
+    """Pseudolabels and predictions written next to the scans must not become extra cases."""
+    for name in ("scan_1", "scan_2"):
+        image = np.zeros((3, 4, 5), np.float32)
+        if suffix == ".npy":
+            np.save(tmp_path / f"{name}.npy", image)
+        else:
+            _write(tmp_path / f"{name}{suffix}", image)
+        for tag in ("superpixels", "prediction"):
+            derived = fio.sibling_path(tmp_path / f"{name}{suffix}", tag)
+            if suffix == ".npy":
+                np.save(derived, image.astype(np.int32))
+            else:
+                _write(derived, image.astype(np.int32))
+    for pattern in (f"*{suffix}", "*", "scan_*"):
+        found = [c.image_path.name for c in ds.find_cases(tmp_path, pattern)]
+        assert found == [f"scan_1{suffix}", f"scan_2{suffix}"], pattern
+    # asking for the derived files by name still finds them
+    pseudo = ds.find_cases(tmp_path, f"*.superpixels{suffix}")
+    assert [c.image_path.name for c in pseudo] == [
+        f"scan_1.superpixels{suffix}",
+        f"scan_2.superpixels{suffix}",
+    ]
 
 
 def test_labels_in_the_same_folder_are_not_scans(tmp_path: Path) -> None:
