@@ -52,6 +52,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from fewshotseg.datasets import CHAOS_T2SPIR
 from fewshotseg.metrics import ConfusionCounts, as_label_map, assd, hd95, nanmean
 
 __all__ = [
@@ -80,8 +81,11 @@ logger = logging.getLogger(__name__)
 Protocol = Literal["paper", "whole_volume"]
 PROTOCOLS: tuple[str, ...] = ("paper", "whole_volume")
 
-#: CHAOS label values and organ names.
-CHAOS_CLASSES: dict[int, str] = {1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
+#: CHAOS label values and organ names as result-table column names (``right_kidney``): the
+#: names of `fewshotseg.datasets.CHAOS_T2SPIR` with underscores for spaces.
+CHAOS_CLASSES: dict[int, str] = {
+    value: name.replace(" ", "_") for value, name in CHAOS_T2SPIR.classes.items()
+}
 #: The 20 labeled CHAOS T2-SPIR patients.
 CHAOS_PATIENT_IDS: tuple[int, ...] = (
     1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39,

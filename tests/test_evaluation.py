@@ -567,3 +567,10 @@ def test_chaos_fold0_oracle_and_support_slices():
     )
     assert [r.dice for r in table] == [1.0] * 4
     assert sum(r.tp for r in table) == int(np.count_nonzero(query))
+
+
+def test_chaos_table_names_follow_the_dataset_class_map():
+    from fewshotseg.datasets import CHAOS_T2SPIR
+
+    assert CHAOS_CLASSES == {1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
+    assert {c: n.replace("_", " ") for c, n in CHAOS_CLASSES.items()} == dict(CHAOS_T2SPIR.classes)
