@@ -2,7 +2,7 @@
 
 Steps (each a subcommand; runs keep their state under ``runs/``, which git ignores):
 
-    python benchmarks/chaos_training.py pseudolabel [--mode 2d]
+    python benchmarks/chaos_training.py pseudolabel [--mode 2d --min-size 400 --name 2d]
     python benchmarks/chaos_training.py train --run NAME [--fold 0 --setting 1 --group upper
         --backbone resnet18 --iterations 8000 --lr 1e-3 --image-size 256]
     python benchmarks/chaos_training.py evaluate --run NAME [--untrained] [--step-label ...]
@@ -55,7 +55,10 @@ def pseudo_path(mode: str) -> Path:
 
 def cmd_pseudolabel(args: argparse.Namespace) -> None:
     cases = load_cases(args.data)
-    labeler = fss.SuperpixelPseudolabeler(mode=args.mode)
+    options = {"min_size": args.min_size, "scale": args.scale}
+    labeler = fss.SuperpixelPseudolabeler(
+        mode=args.mode, **{k: v for k, v in options.items() if v is not None}
+    )
     ids = list(cases)
     start = time.perf_counter()
     spacing = (7.7, 1.25, 1.25)
@@ -63,11 +66,16 @@ def cmd_pseudolabel(args: argparse.Namespace) -> None:
         [cases[i][0] for i in ids], spacings=[spacing] * len(ids), workers=args.workers
     )
     RUNS.mkdir(exist_ok=True)
-    np.savez_compressed(
-        pseudo_path(args.mode), **{i: lab for i, lab in zip(ids, labels, strict=True)}
-    )
+    name = args.name or args.mode
+    np.savez_compressed(pseudo_path(name), **{i: lab for i, lab in zip(ids, labels, strict=True)})
+    per_slice = [len(np.unique(s[s > 0])) for lab in labels for s in lab if s.any()]
     log.info(
-        "pseudolabels (%s) for %d scans in %.1f s", args.mode, len(ids), time.perf_counter() - start
+        "pseudolabels %r (%s) for %d scans in %.1f s: %.1f superpixels per non-empty slice",
+        name,
+        labeler,
+        len(ids),
+        time.perf_counter() - start,
+        float(np.mean(per_slice)),
     )
 
 
@@ -215,6 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("pseudolabel")
     p.add_argument("--mode", choices=["2d", "3d"], default="2d")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--min-size", type=int, help="granularity (default: the labeler's)")
+    p.add_argument("--scale", type=float, help="Felzenszwalb scale, 2d only")
+    p.add_argument("--name", help="pseudolabel set name (default: the mode); train --pseudo-mode")
 
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run", default="ssl")
@@ -233,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-step", type=int, default=1000)
     p.add_argument("--lr-gamma", type=float, default=0.98)
     p.add_argument("--checkpoint-every", type=int, default=250)
-    p.add_argument("--pseudo-mode", choices=["2d", "3d"], default="2d")
+    p.add_argument("--pseudo-mode", default="2d", help="pseudolabel set name: 2d, 3d or a --name")
     p.add_argument("--min-foreground", type=int, default=100)
     p.add_argument("--progress", action="store_true")
 
