@@ -41,8 +41,31 @@ log = logging.getLogger("chaos")
 
 
 def load_cases(data: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{patient id: (image, label)}`` from the CHAOS folder or a file written by ``pack``."""
+    if data.suffix == ".npz":
+        with np.load(data) as packed:
+            ids = sorted((k[6:] for k in packed.files if k.startswith("image_")), key=int)
+            return {
+                i: (packed[f"image_{i}"].astype(np.float32), packed[f"label_{i}"].astype(np.int64))
+                for i in ids
+            }
     cases = chaos_t2spir(data)
     return {c.id: (c.image.array, c.label.astype(np.int64)) for c in cases}
+
+
+def cmd_pack(args: argparse.Namespace) -> None:
+    """One compressed file with every scan (uint16) and label (uint8), for a machine without
+    nibabel or the shared folder (the GPU machine); ``--data FILE.npz`` reads it back."""
+    arrays = {}
+    for i, (image, label) in load_cases(args.data).items():
+        if not (np.array_equal(image, np.round(image)) and 0 <= image.min() <= image.max() < 2**16):
+            raise ValueError(f"patient {i}: intensities are not whole numbers in uint16 range")
+        arrays[f"image_{i}"] = image.astype(np.uint16)
+        arrays[f"label_{i}"] = label.astype(np.uint8)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out, **arrays)
+    log.info("packed %d scans into %s (%.1f MB)", len(arrays) // 2, out, out.stat().st_size / 1e6)
 
 
 def fold_split(ids: list[str], fold: int) -> evaluation.Fold:
@@ -121,6 +144,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         checkpoint_dir=str(run_dir(args)),
         checkpoint_every=args.checkpoint_every,
+        num_workers=args.workers,
         log_every=50,
         progress=args.progress,
     )
@@ -128,7 +152,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     (run_dir(args) / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
     metadata = {"image_size": args.image_size, "modality": "mri"}
     trainer = fss.Trainer(model, sampler, config, device=args.device, metadata=metadata)
-    trainer.fit()
+    try:
+        trainer.fit()
+    except fss.TrainingInterrupted as stop:
+        log.warning("%s; rerun the same command to resume", stop)
+        return
     log.info("done: step %d, %.0f s", trainer.step, trainer.history.seconds)
 
 
@@ -227,6 +255,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=float, help="Felzenszwalb scale, 2d only")
     p.add_argument("--name", help="pseudolabel set name (default: the mode); train --pseudo-mode")
 
+    p = sub.add_parser("pack")
+    p.add_argument("--out", required=True)
+
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--run", default="ssl")
     common.add_argument("--fold", type=int, default=0)
@@ -244,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-step", type=int, default=1000)
     p.add_argument("--lr-gamma", type=float, default=0.98)
     p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers making episodes")
     p.add_argument("--pseudo-mode", default="2d", help="pseudolabel set name: 2d, 3d or a --name")
     p.add_argument("--min-foreground", type=int, default=100)
     p.add_argument("--progress", action="store_true")
@@ -259,6 +291,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     {
+        "pack": cmd_pack,
         "pseudolabel": cmd_pseudolabel,
         "train": cmd_train,
         "evaluate": cmd_evaluate,

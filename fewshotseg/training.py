@@ -142,6 +142,16 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step = step
 
 
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops between steps.
+
+    ``kill`` of a process group, ``timeout`` and SLURM signal the workers too; a worker that died
+    of it would fail the main process before it could save. Workers still exit with their parent.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _stop_requests() -> Iterator[list[int]]:
     """Turn SIGINT/SIGTERM into a request that the loop honours between steps.
@@ -487,6 +497,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             collate_fn=collate_episodes,
             persistent_workers=False,
+            worker_init_fn=_ignore_stop_signals if cfg.num_workers else None,
         )
         return iter(loader)
 

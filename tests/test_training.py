@@ -380,3 +380,49 @@ def test_cli_reports_a_signal_stop_with_its_exit_status(monkeypatch, capsys):
     assert cli.main(["train", "scans"]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert "SIGTERM at step 7" in err and "rerun to resume" in err
+
+
+SIGNAL_SCRIPT = textwrap.dedent(
+    """
+    import sys, time
+    from fewshotseg.models import ALPNet
+    from fewshotseg.training import Trainer, TrainConfig
+    from tests.test_training import make_sampler
+    def report(model):  # then a pause, so the signal lands mid-step with the worker alive
+        print("step", flush=True)
+        time.sleep(0.3)
+        return 0.0
+    config = TrainConfig(iterations=100000, checkpoint_dir=sys.argv[1], progress=False,
+                         num_workers=1, checkpoint_every=100000, validate_every=1)
+    trainer = Trainer(ALPNet(backbone="tiny", feature_dim=16), make_sampler(), config,
+                      device="cpu", validate=report)
+    trainer.fit()
+    """
+)
+
+
+def test_sigterm_to_the_whole_process_group_still_saves(tmp_path):
+    """`kill -TERM -PGID`, `timeout` and SLURM signal the DataLoader workers too; they must not
+    die of it before the main process has saved its checkpoint."""
+    script = tmp_path / "train.py"
+    script.write_text(SIGNAL_SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as under timeout or a scheduler
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
+    )
+    try:
+        for _ in range(3):  # a few steps, so the worker is up and busy
+            assert proc.stdout.readline().strip() == "step", proc.stderr.read()[-3000:]
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert "TrainingInterrupted: training stopped by SIGTERM" in err, err[-3000:]
+    assert "DataLoader worker" not in err
+    assert load_checkpoint(tmp_path / "last.pt")["step"] >= 3

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Train several CHAOS runs at once on one device (a GPU has room for many ResNet-18 runs), stop
+# them all at a deadline, then evaluate every run and pack the result tables.
+#
+#   bash benchmarks/chaos_parallel.sh SECONDS RUN [RUN ...]
+#   RUN = name:fold:setting[:group]      e.g. fold3_s1:3:1  fold0_s2_upper:0:2:upper
+#
+# Environment: DEVICE (cuda), DATA (runs/gpu/chaos.npz, from `chaos_training.py pack`),
+# ITERATIONS (7000), WORKERS (DataLoader workers per run, 1), OUT (where results.tar.gz goes; .).
+# Each run resumes from runs/NAME/last.pt if it exists. A run still going at the deadline gets
+# SIGTERM, saves its checkpoint at a step boundary, and is evaluated at the step it reached (its
+# table names that step). Needs runs/pseudolabels_2d.npz (`chaos_training.py pseudolabel`).
+set -u
+cd "$(dirname "$0")/.."
+if [ $# -lt 2 ]; then
+    sed -n 2,12p "$0"
+    exit 2
+fi
+budget=$1
+shift
+device=${DEVICE:-cuda}
+train="python3 benchmarks/chaos_training.py --device $device --data ${DATA:-runs/gpu/chaos.npz}"
+out=${OUT:-.}
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+mkdir -p runs/eval "$out"
+
+parse() {  # name:fold:setting[:group] -> the flags of chaos_training.py
+    IFS=: read -r name fold setting group <<<"$1"
+    flags="--run $name --fold $fold --setting $setting --group ${group:-upper}"
+}
+
+started=$(date +%s)
+for spec in "$@"; do
+    parse "$spec"
+    # shellcheck disable=SC2086
+    timeout -s TERM -k 60 "$budget" $train --threads 1 train $flags \
+        --iterations "${ITERATIONS:-7000}" --workers "${WORKERS:-1}" >"runs/$name.log" 2>&1 &
+done
+wait
+echo "training: $(($(date +%s) - started)) s for $# runs on $device"
+
+for spec in "$@"; do
+    parse "$spec"
+    # shellcheck disable=SC2086
+    $train --threads 1 evaluate $flags >"runs/eval_$name.txt" 2>&1 &
+done
+wait
+for spec in "$@"; do
+    parse "$spec"
+    grep -h "^## \|^paper:\|^whole_volume:" "runs/eval_$name.txt" || tail -n 5 "runs/eval_$name.txt"
+    grep -h "it/s" "runs/$name.log" | tail -n 1
+done
+names=()
+for spec in "$@"; do
+    parse "$spec"
+    names+=("runs/$name.log" "runs/eval_$name.txt")
+done
+tar czf "$out/results.tar.gz" runs/eval "${names[@]}"
+echo "total: $(($(date +%s) - started)) s; tables in $out/results.tar.gz"
