@@ -38,9 +38,6 @@ __all__ = ["CLIError", "build_parser", "main"]
 logger = logging.getLogger("fewshotseg")
 
 _GLOB_CHARS = re.compile(r"[*?\[]")
-_PSEUDO_TAG = PSEUDOLABEL_TAG
-_PREDICTION_TAG = PREDICTION_TAG
-_OUR_TAGS = DERIVED_TAGS
 _MODALITIES = ("mri", "ct", "none")
 _BACKBONE_BY_PRESET = {"cpu": "resnet18", "paper": "deeplabv3_resnet101"}
 
@@ -251,7 +248,7 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> int:
     from fewshotseg.io import save_volume
     from fewshotseg.superpixels import SuperpixelPseudolabeler, pseudolabel_path
 
-    scans = expand_paths(args.scans, skip_tags=(args.tag, _PREDICTION_TAG))
+    scans = expand_paths(args.scans, skip_tags=(args.tag, PREDICTION_TAG))
     options = {k: getattr(args, k) for k in ("scale", "sigma", "min_size", "body_threshold")}
     labeler = SuperpixelPseudolabeler(
         mode=args.mode, **{k: v for k, v in options.items() if v is not None}
@@ -348,7 +345,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             "those classes are, one per scan)"
         )
     config = _train_config(args)
-    scans = expand_paths(args.scans, skip_tags=_OUR_TAGS)
+    scans = expand_paths(args.scans, skip_tags=DERIVED_TAGS)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = str(init_distributed())
     else:
@@ -454,7 +451,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     else:
         prediction = predictor.segment_volume(s_img, labels, q_img, classes=classes)
     prediction = np.asarray(prediction)
-    out = Path(args.out) if args.out else sibling_path(query_path, _PREDICTION_TAG)
+    out = Path(args.out) if args.out else sibling_path(query_path, PREDICTION_TAG)
     save_volume(prediction.astype(_label_dtype(int(prediction.max(initial=0)))), out, like=query)
     seconds = time.perf_counter() - started
     counts = {int(c): int((prediction == c).sum()) for c in classes}
@@ -495,7 +492,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         scans = [(c.id, c.image, c.label) for c in cases]
         fold_index: int | None = args.fold
     else:
-        images = expand_paths(args.images, skip_tags=_OUR_TAGS)
+        images = expand_paths(args.images, skip_tags=DERIVED_TAGS)
         labels = expand_paths(args.labels or [], what="label")
         if len(images) != len(labels) or len(images) < 2:
             raise CLIError(
@@ -662,7 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="intensity above which a voxel may be body (default automatic)",
     )
     p.add_argument("--out-dir", help="write here instead of next to the scans")
-    p.add_argument("--tag", default=_PSEUDO_TAG, help=argparse.SUPPRESS)
+    p.add_argument("--tag", default=PSEUDOLABEL_TAG, help=argparse.SUPPRESS)
     p.add_argument("--overwrite", action="store_true", help="recompute existing files")
     p.set_defaults(func=_cmd_pseudolabel)
 

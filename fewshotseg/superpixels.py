@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from fewshotseg.io import PSEUDOLABEL_TAG
+
 if TYPE_CHECKING:
     from fewshotseg.io import Volume
 
@@ -63,7 +65,7 @@ DEFAULTS: dict[str, dict[str, float]] = {
 PERCENTILES = (0.5, 99.5)
 
 #: Tag inserted into the scan's file name by :func:`pseudolabel_path`.
-DEFAULT_TAG = "superpixels"
+DEFAULT_TAG = PSEUDOLABEL_TAG
 
 _CLOSING_ITERATIONS = 2  # 3 x 3 closing applied twice: bridges gaps up to ~4 pixels
 
