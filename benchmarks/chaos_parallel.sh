@@ -45,14 +45,11 @@ for spec in "$@"; do
     $train --threads 1 evaluate $flags >"runs/eval_$name.txt" 2>&1 &
 done
 wait
+names=()
 for spec in "$@"; do
     parse "$spec"
     grep -h "^## \|^paper:\|^whole_volume:" "runs/eval_$name.txt" || tail -n 5 "runs/eval_$name.txt"
     grep -h "it/s" "runs/$name.log" | tail -n 1
-done
-names=()
-for spec in "$@"; do
-    parse "$spec"
     names+=("runs/$name.log" "runs/eval_$name.txt")
 done
 tar czf "$out/results.tar.gz" runs/eval "${names[@]}"
