@@ -132,6 +132,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     sampler = build_sampler(args, cases, train_ids)
     log.info("training on %d scans: %s (%s)", len(train_ids), train_ids, sampler)
     torch.set_num_threads(args.threads)
+    # every step has the same shapes, so cuDNN's per-shape algorithm search pays for itself
+    torch.backends.cudnn.benchmark = True
     model = fss.ALPNet(
         backbone=args.backbone, pool=fss.AdaptiveLocalPrototypePool(local=not args.panet)
     )

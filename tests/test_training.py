@@ -277,6 +277,28 @@ def test_amp_on_cpu_warns_and_trains_in_float32():
         Trainer(tiny_model(), make_sampler(), TrainConfig(amp=True, progress=False), device="cpu")
 
 
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("amp", [False, True])
+def test_cuda_training_learns_and_its_checkpoint_resumes_on_cpu(tmp_path, amp):
+    trainer = Trainer(
+        tiny_model(),
+        make_sampler(),
+        TrainConfig(iterations=60, lr=0.01, log_every=10, amp=amp, progress=False),
+        device="cuda",
+    )
+    history = trainer.fit()
+    assert next(trainer.model.parameters()).is_cuda
+    assert history.loss[-1] < 0.7 * history.loss[0]
+    trainer.save(tmp_path / "c.pt")
+    resumed = Trainer.resume(tmp_path / "c.pt", make_sampler(), device="cpu", amp=False,
+                             iterations=62)
+    assert resumed.step == 60
+    torch.testing.assert_close(params(resumed.model), params(trainer.model).cpu())
+    resumed.fit()
+    assert resumed.step == 62
+
+
 DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
