@@ -7,6 +7,7 @@ Steps (each a subcommand; runs keep their state under ``runs/``, which git ignor
         --backbone resnet18 --iterations 8000 --lr 1e-3 --image-size 256]
     python benchmarks/chaos_training.py evaluate --run NAME [--untrained] [--step-label ...]
     python benchmarks/chaos_training.py export --run NAME --out fewshotseg/data/chaos_ssl.pt
+    python benchmarks/chaos_training.py summarize runs/eval/*.json   # the cross-fold table
 
 Training sees only the images of the fold's 15 training patients and their superpixel
 pseudolabels, never a label (setting 2 uses the labels only to drop the slices that contain
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import sys
 import time
 from pathlib import Path
@@ -164,7 +166,9 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.ResultTable:
     fold = fold_split(sorted(cases, key=int), args.fold)
-    support = str(fold.support)
+    support = str(fold.support if args.support is None else args.support)
+    if support in {str(t) for t in fold.test}:
+        raise SystemExit(f"--support {support} is one of fold {args.fold}'s queries {fold.test}")
     predictor = fss.SupportQueryPredictor(
         model, device=args.device, image_size=args.image_size, batch_size=8
     )
@@ -213,6 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     stem = (
         f"{name}_fold{args.fold}_s{args.setting}"
         + (f"_{args.group}" if args.setting == 2 else "")
+        + (f"_support{args.support}" if args.support is not None else "")
         + f"_step{step}"
     )
     table.save(out_dir / f"{stem}.json")
@@ -241,6 +246,44 @@ def cmd_export(args: argparse.Namespace) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     torch.save(small, out)
     log.info("wrote %s (%.1f MB)", out, out.stat().st_size / 1e6)
+
+
+def cmd_summarize(args: argparse.Namespace) -> None:
+    """One Markdown row per (setting, fold) from evaluation files (setting 2: the upper and lower
+    groups' files of a fold make one row), then the mean over folds: per organ over all query
+    scans of the setting, then over organs, as the paper averages."""
+    by_key: dict[tuple[int, int], list[tuple[fss.ResultTable, int]]] = {}
+    for path in args.files:
+        table = fss.ResultTable.load(path)
+        step = re.search(r"_step(\d+)", Path(path).stem)
+        rows = table.rows[0]
+        by_key.setdefault((rows.setting, rows.fold), []).append(
+            (table, int(step.group(1)) if step else -1)
+        )
+    organs = sorted(ORGANS)
+    print("| setting | fold | steps | " + " | ".join(ORGANS[c] for c in organs)
+          + " | **mean, paper protocol** | mean, whole volume |")
+    print("| --- " * (5 + len(organs)) + "|")
+
+    def row(setting: object, fold: object, steps: str, table: fss.ResultTable) -> str:
+        paper = table.filter(protocol="paper")
+        per = paper.per_class()
+        cells = " | ".join(f"{100 * per[c]:.2f}" if c in per else "" for c in organs)
+        whole = table.filter(protocol="whole_volume").mean()
+        return (f"| {setting} | {fold} | {steps} | {cells} | **{100 * paper.mean():.2f}** | "
+                f"{100 * whole:.2f} |")
+
+    for setting in sorted({s for s, _ in by_key}):
+        folds = sorted(f for s, f in by_key if s == setting)
+        tables = []
+        for fold in folds:
+            parts = by_key[(setting, fold)]
+            table = fss.ResultTable.concat(t for t, _ in parts)
+            tables.append(table)
+            steps = "/".join(str(n) for n in sorted({n for _, n in parts}))
+            print(row(setting, fold, steps, table))
+        if len(folds) > 1:
+            print(row(setting, f"mean of {len(folds)}", "", fss.ResultTable.concat(tables)))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -285,10 +328,14 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("evaluate", parents=[common])
     p.add_argument("--untrained", action="store_true")
     p.add_argument("--checkpoint", default="last.pt")
+    p.add_argument("--support", type=int, help="another support patient than the fold's")
 
     p = sub.add_parser("export", parents=[common])
     p.add_argument("--checkpoint", default="last.pt")
     p.add_argument("--out", required=True)
+
+    p = sub.add_parser("summarize", help="cross-fold Markdown table from evaluate's files")
+    p.add_argument("files", nargs="+", type=Path)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -298,6 +345,7 @@ def main(argv: list[str] | None = None) -> None:
         "train": cmd_train,
         "evaluate": cmd_evaluate,
         "export": cmd_export,
+        "summarize": cmd_summarize,
     }[args.cmd](args)
 
 
