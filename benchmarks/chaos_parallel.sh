@@ -6,14 +6,15 @@
 #   RUN = name:fold:setting[:group]      e.g. fold3_s1:3:1  fold0_s2_upper:0:2:upper
 #
 # Environment: DEVICE (cuda), DATA (runs/gpu/chaos.npz, from `chaos_training.py pack`),
-# ITERATIONS (7000), WORKERS (DataLoader workers per run, 1), OUT (where results.tar.gz goes; .).
+# ITERATIONS (7000), WORKERS (DataLoader workers per run, 1), OUT (where results.tar.gz goes; .),
+# EXPORT (if set, each run's fp16 weights, ~6 MB for ResNet-18, go to OUT/models.tar too).
 # Each run resumes from runs/NAME/last.pt if it exists. A run still going at the deadline gets
 # SIGTERM, saves its checkpoint at a step boundary, and is evaluated at the step it reached (its
 # table names that step). Needs runs/pseudolabels_2d.npz (`chaos_training.py pseudolabel`).
 set -u
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-    sed -n 2,12p "$0"
+    sed -n 2,13p "$0"
     exit 2
 fi
 budget=$1
@@ -53,4 +54,12 @@ for spec in "$@"; do
     names+=("runs/$name.log" "runs/eval_$name.txt")
 done
 tar czf "$out/results.tar.gz" runs/eval "${names[@]}"
+if [ -n "${EXPORT:-}" ]; then
+    for spec in "$@"; do
+        parse "$spec"
+        # shellcheck disable=SC2086
+        $train export $flags --out "runs/export/$name.pt" || true
+    done
+    tar cf "$out/models.tar" runs/export
+fi
 echo "total: $(($(date +%s) - started)) s; tables in $out/results.tar.gz"

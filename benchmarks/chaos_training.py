@@ -240,7 +240,11 @@ def cmd_export(args: argparse.Namespace) -> None:
         "config": ckpt["config"],
         "version": ckpt["version"],
         "modality": "mri",
-        "training_data": "CHAOS T2-SPIR images (no labels) of the 15 patients outside fold 0",
+        "training_data": (
+            f"CHAOS T2-SPIR images (no labels) of the 15 patients outside fold {args.fold}"
+            + (f", without the slices showing the {args.group} organs (setting 2)"
+               if args.setting == 2 else "")
+        ),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
