@@ -173,13 +173,27 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
         model, device=args.device, image_size=args.image_size, batch_size=8
     )
     classes = list(ORGANS) if args.setting == 1 else list(evaluation.SETTING2_GROUPS[args.group])
-    queries = {str(q): (preprocess.mri(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
+    prepare = preprocess.mri
+    if args.match_histogram:
+        # Test-time experiment: map each scan's raw intensities onto the pooled histogram of the
+        # fold's training images before the usual recipe (an outlier support, patient 36, is the
+        # case in point). Not part of the method; off by default.
+        pooled = np.concatenate([cases[str(t)][0].ravel() for t in fold.train])
+        ref_values, ref_counts = np.unique(pooled, return_counts=True)
+        ref_quantiles = np.cumsum(ref_counts) / pooled.size
+
+        def prepare(image: np.ndarray) -> np.ndarray:
+            values, inverse, counts = np.unique(image, return_inverse=True, return_counts=True)
+            mapped = np.interp(np.cumsum(counts) / image.size, ref_quantiles, ref_values)
+            return preprocess.mri(mapped[inverse].reshape(image.shape).astype(np.float32))
+
+    queries = {str(q): (prepare(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
     tables = []
     for protocol in ("paper", "whole_volume"):
         tables.append(
             evaluation.evaluate_fold(
                 predictor,
-                preprocess.mri(cases[support][0]),
+                prepare(cases[support][0]),
                 cases[support][1],
                 queries,
                 classes,
@@ -218,6 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         f"{name}_fold{args.fold}_s{args.setting}"
         + (f"_{args.group}" if args.setting == 2 else "")
         + (f"_support{args.support}" if args.support is not None else "")
+        + ("_histmatch" if args.match_histogram else "")
         + f"_step{step}"
     )
     table.save(out_dir / f"{stem}.json")
@@ -333,6 +348,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--untrained", action="store_true")
     p.add_argument("--checkpoint", default="last.pt")
     p.add_argument("--support", type=int, help="another support patient than the fold's")
+    p.add_argument(
+        "--match-histogram", action="store_true",
+        help="experiment: match every scan to the fold's pooled training histogram first",
+    )
 
     p = sub.add_parser("export", parents=[common])
     p.add_argument("--checkpoint", default="last.pt")
