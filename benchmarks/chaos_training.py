@@ -183,7 +183,7 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
         ref_quantiles = np.cumsum(ref_counts) / pooled.size
 
         def prepare(image: np.ndarray) -> np.ndarray:
-            values, inverse, counts = np.unique(image, return_inverse=True, return_counts=True)
+            _, inverse, counts = np.unique(image, return_inverse=True, return_counts=True)
             mapped = np.interp(np.cumsum(counts) / image.size, ref_quantiles, ref_values)
             return preprocess.mri(mapped[inverse].reshape(image.shape).astype(np.float32))
 
@@ -275,8 +275,8 @@ def cmd_summarize(args: argparse.Namespace) -> None:
     for path in args.files:
         table = fss.ResultTable.load(path)
         step = re.search(r"_step(\d+)", Path(path).stem)
-        rows = table.rows[0]
-        by_key.setdefault((rows.setting, rows.fold), []).append(
+        first = table.rows[0]
+        by_key.setdefault((first.setting, first.fold), []).append(
             (table, int(step.group(1)) if step else -1)
         )
     organs = sorted(ORGANS)

@@ -32,8 +32,7 @@ def table(setting, fold, dice_by_class, scans=("a", "b")):
             for class_id, dice in dice_by_class.items():
                 rows.append(
                     ResultRow(scan=scan, class_id=class_id, class_name=str(class_id),
-                                  protocol=protocol, setting=setting, fold=fold,
-                                  dice=dice * factor)
+                              protocol=protocol, setting=setting, fold=fold, dice=dice * factor)
                 )
     return fss.ResultTable(rows)
 

@@ -277,7 +277,6 @@ def test_amp_on_cpu_warns_and_trains_in_float32():
         Trainer(tiny_model(), make_sampler(), TrainConfig(amp=True, progress=False), device="cpu")
 
 
-
 @pytest.mark.cuda
 @pytest.mark.parametrize("amp", [False, True])
 def test_cuda_training_learns_and_its_checkpoint_resumes_on_cpu(tmp_path, amp):
