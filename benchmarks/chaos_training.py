@@ -151,6 +151,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         num_workers=args.workers,
         log_every=50,
         progress=args.progress,
+        amp={"off": False, "on": True, "auto": "auto"}[args.amp],
     )
     run_dir(args).mkdir(parents=True, exist_ok=True)
     (run_dir(args) / "args.json").write_text(json.dumps(vars(args), default=str, indent=1))
@@ -343,6 +344,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--pseudo-mode", default="2d", help="pseudolabel set name: 2d, 3d or a --name")
     p.add_argument("--min-foreground", type=int, default=100)
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--amp", choices=["off", "on", "auto"], default="off",
+                   help="mixed precision (bf16 on a CPU that runs it natively)")
 
     p = sub.add_parser("evaluate", parents=[common])
     p.add_argument("--untrained", action="store_true")

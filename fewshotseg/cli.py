@@ -139,6 +139,15 @@ def _field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def _amp_value(text: str) -> bool | str:
+    """``--amp`` values: auto, on/true/1, off/false/0."""
+    value = {"auto": "auto", "on": True, "true": True, "1": True, "off": False, "false": False,
+             "0": False}.get(text.lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return value
+
+
 def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, generated from the dataclass so they cannot drift.
 
@@ -157,7 +166,11 @@ def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
         p_val, c_val = getattr(paper, f.name), getattr(cpu, f.name)
         default = f"paper: {p_val}" + ("" if c_val == p_val else f", cpu: {c_val}")
         text = f"{docs.get(f.name, f.name)} ({default})".replace("%", "%%")
-        if kind is bool:
+        if f.name == "amp":  # True, False or "auto": --amp, --amp auto, --no-amp
+            group.add_argument(flag, nargs="?", const=True, type=_amp_value, default=None,
+                               metavar="auto", help=text)
+            group.add_argument("--no-amp", dest="amp", action="store_false", help=argparse.SUPPRESS)
+        elif kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=text)
         elif kind in (int, float):
             group.add_argument(

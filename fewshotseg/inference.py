@@ -13,7 +13,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -22,6 +22,7 @@ from torch import Tensor
 
 from fewshotseg.models.alp import Prototypes
 from fewshotseg.models.alpnet import ALPNet
+from fewshotseg.precision import autocast, autocast_dtype, check_amp
 
 __all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]
 
@@ -92,7 +93,9 @@ class SupportQueryPredictor:
             (the size it was trained at) and results resized back to the query's size.
         batch_size: query slices per backbone call (4 is fastest per slice on a 2-core CPU;
             raise it on a GPU).
-        amp: autocast on CUDA (bf16 where supported, else fp16).
+        amp: mixed precision, ``True``, ``False`` or ``"auto"`` (`fewshotseg.precision`):
+            bf16 on CUDA where supported (else fp16) and on CPUs that run bf16 natively;
+            float32 elsewhere. Probabilities are returned in float32.
         progress: show a tqdm bar over query batches.
 
     Example:
@@ -113,7 +116,7 @@ class SupportQueryPredictor:
         device: str | torch.device | None = None,
         image_size: int = 256,
         batch_size: int = 4,
-        amp: bool = False,
+        amp: bool | Literal["auto"] = False,
         progress: bool = False,
     ) -> None:
         if image_size < 8 or batch_size < 1:
@@ -126,7 +129,7 @@ class SupportQueryPredictor:
         self.model = model.to(self.device)
         self.image_size = int(image_size)
         self.batch_size = int(batch_size)
-        self.amp = bool(amp)
+        self.amp = check_amp(amp)
         self.progress = progress
 
     # ------------------------------------------------------------ construction
@@ -294,10 +297,7 @@ class SupportQueryPredictor:
             self.model.train(was_training)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if not (self.amp and self.device.type == "cuda"):
-            return contextlib.nullcontext()
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
+        return autocast(autocast_dtype(self.amp, self.device), self.device)
 
     # ------------------------------------------------------------------ volumes
     def segment_volume(

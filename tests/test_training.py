@@ -272,9 +272,19 @@ def test_workers_and_batch_size(tmp_path):
     assert torch.equal(params(a.model), params(b.model))
 
 
-def test_amp_on_cpu_warns_and_trains_in_float32():
-    with pytest.warns(UserWarning, match="amp=True has no effect on CPU"):
-        Trainer(tiny_model(), make_sampler(), TrainConfig(amp=True, progress=False), device="cpu")
+@pytest.mark.parametrize("native", [True, False])
+def test_cpu_amp_uses_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, caplog, native):
+    from fewshotseg import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
+    precision._log_fp32_fallback.cache_clear()
+    with caplog.at_level("INFO", logger="fewshotseg.precision"):
+        trainer = Trainer(tiny_model(), make_sampler(), TrainConfig(amp=True, progress=False),
+                          device="cpu")
+    assert trainer._amp_dtype == (torch.bfloat16 if native else None)
+    assert ("no native bf16" in caplog.text) == (not native)
+    with pytest.raises(ValueError, match="amp must be"):
+        TrainConfig(amp="yes")
 
 
 @pytest.mark.cuda

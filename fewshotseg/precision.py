@@ -1,0 +1,103 @@
+"""Mixed precision: which dtype autocast should use on a device, and the context for it.
+
+On CUDA, bfloat16 where the GPU supports it, else float16 (which needs a gradient scaler in
+training). On a CPU, bfloat16 only where the processor executes it natively (x86 AVX512-BF16 or
+AMX, Arm's BF16 extension): there PyTorch's oneDNN kernels run bf16 convolutions about twice as
+fast as fp32; elsewhere bf16 is emulated and slower than fp32, so we stay in fp32 and say so once.
+
+``amp`` everywhere (`TrainConfig.amp`, `SupportQueryPredictor(amp=...)`, the CLI's ``--amp``)
+takes ``False`` (fp32), ``True`` (mixed precision where it is fast, fp32 with an info message
+where it is not) or ``"auto"`` (the same, silently).
+
+Example:
+    >>> import torch
+    >>> autocast_dtype(False, "cpu") is None
+    True
+    >>> autocast_dtype("auto", "cpu") in (None, torch.bfloat16)
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import platform
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+__all__ = ["AmpMode", "autocast", "autocast_dtype", "check_amp", "cpu_has_native_bf16"]
+
+logger = logging.getLogger(__name__)
+
+AmpMode = bool | Literal["auto"]
+
+#: /proc/cpuinfo flags that mean native bf16 arithmetic (x86: AVX512-BF16 dot products, AMX
+#: tiles; Arm: the BF16 extension).
+_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU executes bfloat16 natively (AVX512-BF16, AMX-BF16 or Arm BF16).
+
+    Read from ``/proc/cpuinfo`` on Linux; False where it cannot be read (other systems), so the
+    safe fp32 path is taken.
+    """
+    if platform.system() != "Linux":
+        return False
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return bool(_BF16_FLAGS.intersection(value.split()))
+    return False
+
+
+def check_amp(amp: Any) -> AmpMode:
+    """Validate an ``amp`` setting: ``True``, ``False`` or ``"auto"``."""
+    if isinstance(amp, bool) or amp == "auto":
+        return amp
+    raise ValueError(f"amp must be True, False or 'auto', got {amp!r}")
+
+
+def autocast_dtype(amp: AmpMode, device: str | torch.device) -> torch.dtype | None:
+    """The dtype autocast should use for ``amp`` on ``device``, or None for fp32.
+
+    Args:
+        amp: ``False``, ``True`` or ``"auto"`` (see the module docstring).
+        device: where the model runs.
+
+    Returns:
+        ``torch.bfloat16`` or ``torch.float16`` (CUDA without bf16), or None.
+    """
+    amp = check_amp(amp)
+    if amp is False:
+        return None
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    if amp is True:
+        _log_fp32_fallback(kind)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def _log_fp32_fallback(kind: str) -> None:
+    # once per device kind: emulated bf16 would be slower than fp32, so amp stays off
+    reason = "this CPU has no native bf16" if kind == "cpu" else f"no mixed precision on {kind}"
+    logger.info("amp=True: %s; running in float32", reason)
+
+
+def autocast(dtype: torch.dtype | None, device: str | torch.device) -> Any:
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=dtype)
