@@ -148,6 +148,21 @@ def _amp_value(text: str) -> bool | str:
     return value
 
 
+def _add_inference_amp_flags(parser: argparse.ArgumentParser) -> None:
+    """``--amp`` (on), ``--amp auto``, ``--no-amp`` (the default) for the predictor."""
+    parser.add_argument(
+        "--amp",
+        nargs="?",
+        const=True,
+        type=_amp_value,
+        default=False,
+        metavar="auto",
+        help="mixed precision: bf16 on a CPU that runs it natively (AVX512-BF16, AMX) and on "
+        "CUDA; 'auto' is silent where it is not available (default: off, float32)",
+    )
+    parser.add_argument("--no-amp", dest="amp", action="store_false", help=argparse.SUPPRESS)
+
+
 def _add_train_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per `TrainConfig` field, generated from the dataclass so they cannot drift.
 
@@ -213,7 +228,7 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
     from fewshotseg.training import load_checkpoint
 
     device = _device(args.device)
-    kwargs: dict[str, Any] = {"device": device}
+    kwargs: dict[str, Any] = {"device": device, "amp": getattr(args, "amp", False)}
     if args.image_size is not None:
         kwargs["image_size"] = args.image_size
     if getattr(args, "checkpoint", None):
@@ -234,6 +249,7 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
     modality = args.modality or str(ckpt.get("modality", "mri"))
     del ckpt
     predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
+    predictor.modality = modality  # segment_volume applies it to raw volumes itself
     logger.info(
         "model %s on %s, image size %d, intensity recipe %s",
         path,
@@ -343,9 +359,9 @@ def _pseudolabels_for(args: argparse.Namespace, volumes: list[Any]) -> list[Any]
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from fewshotseg.demo import apply_recipe
     from fewshotseg.episodes import AugmentConfig, EpisodeSampler
     from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
+    from fewshotseg.preprocess import apply_recipe
     from fewshotseg.training import CHECKPOINT_NAME, Trainer, init_distributed, load_checkpoint
 
     if args.checkpoint_dir is None:
@@ -432,8 +448,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from fewshotseg.demo import apply_recipe
     from fewshotseg.io import save_volume, sibling_path
+    from fewshotseg.preprocess import apply_recipe
 
     support_path, label_path, query_path = expand_paths(
         [args.support, args.support_label, args.query]
@@ -449,10 +465,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             f"the support label {str(label_path)!r} has no voxel of class(es) "
             f"{missing or 'any'}; choose classes it contains"
         )
-    s_img = apply_recipe(support.array, modality)
-    q_img = apply_recipe(query.array, modality)
     started = time.perf_counter()
     if args.support_slices:
+        s_img = apply_recipe(support.array, modality)
+        q_img = apply_recipe(query.array, modality)
         zs = args.support_slices
         bad = [z for z in zs if not -support.shape[0] <= z < support.shape[0]]
         if bad:
@@ -462,7 +478,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         mask = np.where(np.isin(labels[zs], classes), labels[zs], 0)
         prediction = predictor.predict(s_img[zs], mask, q_img)
     else:
-        prediction = predictor.segment_volume(s_img, labels, q_img, classes=classes)
+        # raw volumes: the predictor applies its intensity recipe (modality) itself
+        prediction = predictor.segment_volume(support.array, labels, query.array, classes=classes)
     prediction = np.asarray(prediction)
     out = Path(args.out) if args.out else sibling_path(query_path, PREDICTION_TAG)
     save_volume(prediction.astype(_label_dtype(int(prediction.max(initial=0)))), out, like=query)
@@ -481,13 +498,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
     from fewshotseg.datasets import DATASETS, chaos_t2spir, find_cases, load_image_label_folder
-    from fewshotseg.demo import apply_recipe
     from fewshotseg.evaluation import (
         SETTING2_GROUPS,
         cross_validation_folds,
         evaluate_fold,
         excluded_classes,
     )
+    from fewshotseg.preprocess import apply_recipe
 
     if (args.data is None) == (args.images is None):
         raise CLIError("evaluate needs either --data DIR or --images ... --labels ...")
@@ -532,13 +549,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         classes = [int(v) for v in np.unique(s_lab) if v != 0]
     names = dict(info.classes) if info is not None else None
-    s_img = apply_recipe(s_vol.array, modality)
+    # the realistic protocol gives segment_volume raw volumes (the predictor applies the recipe)
+    recipe = "none" if args.protocol == "realistic" else modality
+    s_img = apply_recipe(s_vol.array, recipe)
     started = time.perf_counter()
     table = evaluate_fold(
         predictor,
         s_img,
         s_lab,
-        _LazyQueries({q_id: (q_vol, q_lab) for q_id, q_vol, q_lab in queries}, modality),
+        _LazyQueries({q_id: (q_vol, q_lab) for q_id, q_vol, q_lab in queries}, recipe),
         classes,
         protocol=args.protocol,
         ways=1 if args.ways == "1" else "all",
@@ -568,7 +587,7 @@ class _LazyQueries(dict):  # type: ignore[type-arg]
         self.modality = modality
 
     def __getitem__(self, key: str) -> tuple[Any, Any]:
-        from fewshotseg.demo import apply_recipe
+        from fewshotseg.preprocess import apply_recipe
 
         vol, lab = super().__getitem__(key)
         return apply_recipe(vol.array, self.modality), lab
@@ -645,6 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="intensity recipe (default: the checkpoint's, else mri)",
     )
+    _add_inference_amp_flags(model_opts)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     # pseudolabel
@@ -758,9 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
         "predict",
         parents=[common, scans_opts, model_opts],
         help="support image + label + query -> label file",
-        description="Segment a query scan from a labelled support scan. By default each class "
-        "uses the protocol's three support slices (the middle slices of three equal chunks of "
-        "the class's extent), matched to the query by relative depth.",
+        description="Segment a query scan from a labelled support scan, no query labels needed "
+        "(SupportQueryPredictor.segment_volume): the query's slices are aligned with the "
+        "support's by anatomy, each organ is segmented only where the alignment puts it, with "
+        "its nearest support slice, and kept as its largest 3D component with holes filled.",
     )
     p.add_argument("support", help="support scan")
     p.add_argument("support_label", help="its label file")
@@ -802,7 +823,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="class names and evaluated classes of one of the paper's datasets",
     )
     p.add_argument("--classes", type=int, nargs="+", metavar="C", help="label values to score")
-    p.add_argument("--protocol", choices=("paper", "whole_volume"), default="paper")
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "whole_volume", "realistic"),
+        default="paper",
+        help="paper: the query's labels pick the scored slices and support chunks (the paper's "
+        "tables); whole_volume: every slice scored, chunks still from the query's labels; "
+        "realistic: segment_volume with no query labels, every slice scored (what a user gets)",
+    )
     p.add_argument("--setting", type=int, choices=(1, 2), default=1)
     p.add_argument(
         "--group",
@@ -842,6 +870,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--image-size", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--modality", choices=_MODALITIES, default=None, help=argparse.SUPPRESS)
+    _add_inference_amp_flags(p)
     p.set_defaults(func=_cmd_demo)
     return parser
 

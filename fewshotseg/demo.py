@@ -22,14 +22,13 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fewshotseg import preprocess
 from fewshotseg.evaluation import (
     CHAOS_CLASSES,
     ResultTable,
@@ -38,6 +37,7 @@ from fewshotseg.evaluation import (
     query_chunks,
     support_slice_indices,
 )
+from fewshotseg.preprocess import INTENSITY_RECIPES, apply_recipe  # noqa: F401 (re-export)
 
 __all__ = [
     "DEMO_CLASSES",
@@ -57,14 +57,6 @@ logger = logging.getLogger(__name__)
 DEMO_DATA = Path(__file__).resolve().parent / "data" / "chaos_demo.npz"
 #: The organs the demo scores: 1 liver, 2 right kidney, 3 left kidney, 4 spleen.
 DEMO_CLASSES: tuple[int, ...] = (1, 2, 3, 4)
-
-INTENSITY_RECIPES: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
-    "mri": preprocess.mri,
-    "ct": preprocess.ct,
-    "none": None,
-}
-"""Intensity recipes by name, as the command line's ``--modality`` names them."""
-
 
 @dataclass(frozen=True, eq=False)
 class DemoScan:
@@ -104,20 +96,6 @@ class DemoResult:
     protocol: str
     source: str
     overlay: Path | None = None
-
-
-def apply_recipe(image: np.ndarray, modality: str) -> np.ndarray:
-    """Apply the named intensity recipe (``"mri"``, ``"ct"`` or ``"none"``) -> float32.
-
-    Example:
-        >>> apply_recipe(np.array([[[0.0, 2.0]]]), "none").tolist()
-        [[[0.0, 2.0]]]
-    """
-    if modality not in INTENSITY_RECIPES:
-        raise ValueError(f"modality must be one of {sorted(INTENSITY_RECIPES)}, got {modality!r}")
-    recipe = INTENSITY_RECIPES[modality]
-    image = np.asarray(image, dtype=np.float32)
-    return image if recipe is None else recipe(image)
 
 
 def load_demo_scans(path: str | os.PathLike | None = None) -> tuple[DemoScan, DemoScan]:

@@ -78,8 +78,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Protocol = Literal["paper", "whole_volume"]
-PROTOCOLS: tuple[str, ...] = ("paper", "whole_volume")
+Protocol = Literal["paper", "whole_volume", "realistic"]
+PROTOCOLS: tuple[str, ...] = ("paper", "whole_volume", "realistic")
 
 #: CHAOS label values and organ names as result-table column names (``right_kidney``): the
 #: names of `fewshotseg.datasets.CHAOS_T2SPIR` with underscores for spaces.
@@ -751,8 +751,10 @@ def evaluate_pair(
         query_image: ``(D, H', W')`` query volume; the in-plane size may differ from the support.
         query_labels: ``(D, H', W')`` integer ground truth of the query.
         classes: class label values to evaluate.
-        protocol: ``"paper"`` (score the query's ground-truth range) or ``"whole_volume"``
-            (segment and score every slice).
+        protocol: ``"paper"`` (score the query's ground-truth range), ``"whole_volume"``
+            (segment and score every slice; chunks still from the query's labels) or
+            ``"realistic"`` (``predictor.segment_volume(support_image, support_labels,
+            query_image)`` with no query labels; every slice scored; 1-way only).
         ways: ``1`` or ``"all"``.
         parts: support slices / query chunks per class (3 in the paper).
         class_names: ``{class_id: name}``; default ``"class_<id>"``.
@@ -799,10 +801,54 @@ def evaluate_pair(
         raise ValueError(
             f"query_image {q_img.shape} and query_labels {q_lab.shape} differ in shape."
         )
-    fn = _predict_fn(predictor)
-    whole = protocol == "whole_volume"
     names = dict(class_names or {})
+    if protocol == "realistic":
+        if ways_s != "1":
+            raise ValueError("the realistic protocol is 1-way (segment_volume); use ways=1.")
+        # The query labels are not read before the prediction exists: they only score it.
+        volume = _segment_volume_fn(predictor)(s_img, s_lab, q_img, classes=classes)
+        predicted = as_label_map(volume, "segment_volume output")
+        if predicted.shape != q_img.shape:
+            raise ValueError(
+                f"segment_volume returned shape {predicted.shape} for a query of shape "
+                f"{q_img.shape}."
+            )
+        pred = {c: predicted == c for c in classes}
+        chunks = {c: [list(range(q_lab.shape[0]))] for c in classes}
+    else:
+        pred, chunks = _protocol_predictions(
+            _predict_fn(predictor), s_img, s_lab, q_img, q_lab, classes,
+            whole=protocol == "whole_volume", ways_s=ways_s, parts=parts, query_id=query_id,
+            progress=progress,
+        )
+    rows = [
+        _score_row(
+            pred[c], q_lab, c, chunks[c], distances=distances, spacing=spacing,
+            scan=str(query_id), class_name=str(names.get(c, f"class_{c}")), protocol=protocol,
+            setting=setting, fold=fold, support=str(support_id), ways=ways_s, parts=parts,
+        )
+        for c in classes
+    ]
+    return ResultTable(rows)
 
+
+def _segment_volume_fn(predictor: Any) -> Callable[..., Any]:
+    fn = getattr(predictor, "segment_volume", None)
+    if not callable(fn):
+        raise TypeError(
+            "the realistic protocol needs a predictor with segment_volume(support_volume, "
+            f"support_labels, query_volume, classes=...), e.g. SupportQueryPredictor; got "
+            f"{type(predictor).__name__}."
+        )
+    return fn
+
+
+def _protocol_predictions(
+    fn: Callable, s_img: np.ndarray, s_lab: np.ndarray, q_img: np.ndarray, q_lab: np.ndarray,
+    classes: list[int], *, whole: bool, ways_s: str, parts: int, query_id: Hashable,
+    progress: bool,
+) -> tuple[dict[int, np.ndarray], dict[int, list[list[int]]]]:
+    """The paper's and the whole-volume protocols: the query's labels choose the chunks."""
     sup_idx = {c: support_slice_indices(s_lab, c, parts=parts) for c in classes}
     chunks = {c: query_chunks(q_lab, c, parts=parts, whole_volume=whole) for c in classes}
     pred = {c: np.zeros(q_lab.shape, dtype=bool) for c in classes}  # class c predicted where
@@ -827,43 +873,31 @@ def evaluate_pair(
                 if chunks[c][i]:
                     pred[c][chunks[c][i]] = out[[pos[z] for z in chunks[c][i]]] == c
 
-    rows = []
-    for c in classes:
-        scored = sorted(z for ch in chunks[c] for z in ch)
-        p_c, t_c = pred[c][scored], q_lab[scored] == c
-        tp = int(np.count_nonzero(p_c & t_c))
-        counts = ConfusionCounts(
-            tp=tp, fp=int(np.count_nonzero(p_c)) - tp, fn=int(np.count_nonzero(t_c)) - tp
-        )
-        h = a = math.nan
-        if distances and scored:
-            # scored slices are contiguous (the range, or the whole volume): a valid sub-volume
-            sp = None if spacing is None else tuple(spacing)
-            h = hd95(p_c, t_c, classes=[1], spacing=sp)[1]
-            a = assd(p_c, t_c, classes=[1], spacing=sp)[1]
-        rows.append(
-            ResultRow(
-                scan=str(query_id),
-                class_id=c,
-                class_name=str(names.get(c, f"class_{c}")),
-                protocol=protocol,
-                setting=setting,
-                fold=fold,
-                support=str(support_id),
-                ways=ways_s,
-                parts=parts,
-                dice=counts.dice,
-                iou=counts.iou,
-                tp=counts.tp,
-                fp=counts.fp,
-                fn=counts.fn,
-                n_slices=len(scored),
-                hd95=h,
-                assd=a,
-            )
-        )
-        logger.debug("query %s class %s: dice %.4f (%s)", query_id, c, counts.dice, counts)
-    return ResultTable(rows)
+    return pred, chunks
+
+
+def _score_row(
+    predicted: np.ndarray, q_lab: np.ndarray, c: int, chunks: list[list[int]], *,
+    distances: bool, spacing: Sequence[float] | None, **fields: Any,
+) -> ResultRow:
+    """Score one class over the scored slices (the union of its chunks) as a 3D Dice."""
+    scored = sorted(z for ch in chunks for z in ch)
+    p_c, t_c = predicted[scored], q_lab[scored] == c
+    tp = int(np.count_nonzero(p_c & t_c))
+    counts = ConfusionCounts(
+        tp=tp, fp=int(np.count_nonzero(p_c)) - tp, fn=int(np.count_nonzero(t_c)) - tp
+    )
+    h = a = math.nan
+    if distances and scored:
+        # scored slices are contiguous (the range, or the whole volume): a valid sub-volume
+        sp = None if spacing is None else tuple(spacing)
+        h = hd95(p_c, t_c, classes=[1], spacing=sp)[1]
+        a = assd(p_c, t_c, classes=[1], spacing=sp)[1]
+    logger.debug("query %s class %s: dice %.4f (%s)", fields["scan"], c, counts.dice, counts)
+    return ResultRow(
+        class_id=c, dice=counts.dice, iou=counts.iou, tp=counts.tp, fp=counts.fp,
+        fn=counts.fn, n_slices=len(scored), hd95=h, assd=a, **fields,
+    )
 
 
 def evaluate_fold(

@@ -23,6 +23,7 @@ from torch import Tensor
 from fewshotseg.models.alp import Prototypes
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp
+from fewshotseg.preprocess import INTENSITY_RECIPES
 
 __all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]
 
@@ -97,6 +98,11 @@ class SupportQueryPredictor:
             bf16 on CUDA where supported (else fp16) and on CPUs that run bf16 natively;
             float32 elsewhere. Probabilities are returned in float32.
         progress: show a tqdm bar over query batches.
+        modality: the intensity recipe `segment_volume` applies to whole volumes
+            (`fewshotseg.preprocess.INTENSITY_RECIPES`: ``"mri"``, ``"ct"``, ``"none"``); None
+            applies none. `from_checkpoint` and `pretrained` take it from the checkpoint, so
+            raw scanner intensities can be passed in. (`predict` takes slices as they are: the
+            network z-scores each slice itself.)
 
     Example:
         >>> import numpy as np
@@ -118,6 +124,7 @@ class SupportQueryPredictor:
         batch_size: int = 4,
         amp: bool | Literal["auto"] = False,
         progress: bool = False,
+        modality: str | None = None,
     ) -> None:
         if image_size < 8 or batch_size < 1:
             raise ValueError(
@@ -131,6 +138,11 @@ class SupportQueryPredictor:
         self.batch_size = int(batch_size)
         self.amp = check_amp(amp)
         self.progress = progress
+        if modality is not None and modality not in INTENSITY_RECIPES:
+            raise ValueError(
+                f"modality must be one of {sorted(INTENSITY_RECIPES)} or None, got {modality!r}"
+            )
+        self.modality = modality
 
     # ------------------------------------------------------------ construction
     @classmethod
@@ -149,6 +161,8 @@ class SupportQueryPredictor:
             {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
         )
         kwargs.setdefault("image_size", int(ckpt.get("image_size", 256)))
+        if ckpt.get("modality") is not None:
+            kwargs.setdefault("modality", str(ckpt["modality"]))
         return cls(model.eval(), device=device or "cpu", **kwargs)
 
     @classmethod
@@ -209,6 +223,56 @@ class SupportQueryPredictor:
             feats = self.model.encode(img)
             protos = self.model.prototypes(feats[None], self.model.prepare_masks(onehot[None]))
         return SupportSet(protos, values, img.shape[0])
+
+    # ------------------------------------------------------- slices as features
+    def encode_slices(self, images: Any) -> Tensor:
+        """Backbone features of a stack of slices, in batches of ``batch_size``.
+
+        Args:
+            images: ``(D, H, W)`` image stack (numpy or torch, any real dtype).
+
+        Returns:
+            ``(D, F, h, w)`` float features on the predictor's device (the network's input is
+            each slice resized to ``image_size``).
+        """
+        stack = _check_image(_to_tensor(images, "images"), "images")
+        if stack.ndim != 3:
+            raise ValueError(f"images must be a (D, H, W) stack, got shape {tuple(stack.shape)}")
+        starts = range(0, stack.shape[0], self.batch_size)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="encoding", unit="batch")
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            feats = [self._encode_batch(stack[i : i + self.batch_size]).float() for i in starts]
+        return torch.cat(feats)
+
+    def support_from_features(
+        self, features: Tensor, masks: Any, label_values: Sequence[int]
+    ) -> SupportSet:
+        """A `SupportSet` from already encoded support slices (no second backbone pass).
+
+        Args:
+            features: ``(K, F, h, w)`` features of the support slices (`encode_slices`).
+            masks: ``(K, N, H, W)`` one-hot foreground masks of those slices at any resolution
+                (resized to ``image_size``), channel n for ``label_values[n]``.
+            label_values: the label value of each mask channel.
+        """
+        onehot = _to_tensor(masks, "masks").float().to(self.device)
+        size = (self.image_size, self.image_size)
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            protos = self.model.prototypes(
+                features[None], self.model.prepare_masks(self._resize(onehot, size)[None])
+            )
+        return SupportSet(protos, tuple(int(v) for v in label_values), features.shape[0])
+
+    def probabilities(
+        self, features: Tensor, support: SupportSet, out_size: tuple[int, int]
+    ) -> Tensor:
+        """Class probabilities ``(d, N + 1, *out_size)`` (float32, on the predictor's device)
+        of encoded query slices ``(d, F, h, w)`` against a support."""
+        with self._eval_mode(), torch.inference_mode(), self._autocast():
+            return self._probabilities(features, support, out_size)
 
     # ------------------------------------------------------------------ queries
     def predict_proba(self, support_img: Any, support_mask: Any, query: Any) -> Any:
@@ -307,74 +371,29 @@ class SupportQueryPredictor:
         query_volume: Any,
         *,
         classes: Sequence[int] | None = None,
-        parts: int = 3,
+        config: Any = None,
     ) -> np.ndarray:
         """Segment a whole query volume from a labelled support volume (no query labels used).
 
-        For each class, the support slices are the protocol's (`evaluation.support_slice_indices`:
-        the middle slice of each of ``parts`` chunks of the class's extent). Query slice ``z``
-        of ``D`` is placed at the same relative depth of the support volume
-        (``z * D_s / D``); the support chunk that depth falls in (the first or last chunk
-        outside the class's extent) gives its support slice. Each class is segmented 1-way,
-        as in the paper's protocol; a voxel takes the class with the highest foreground
-        probability when that probability is > 0.5, else background.
-
-        Each query slice goes through the backbone once, however many classes there are, and
-        each class's support slices once; results are stitched on the CPU.
+        The user's main call: applies the model's intensity recipe (``modality``) to both
+        volumes, aligns the query's slices with the support's by anatomy, segments each class
+        only in the query slices aligned with the class's extent in the support (each with its
+        nearest support slice), and keeps each class's largest 3D component with its holes
+        filled. `fewshotseg.volume` has the steps and `fewshotseg.volume.VolumeConfig` their
+        switches.
 
         Args:
-            support_volume: ``(D_s, H, W)`` image.
+            support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed.
             support_labels: ``(D_s, H, W)`` integer labels of the support volume.
-            query_volume: ``(D, H', W')``.
+            query_volume: ``(D, H', W')`` image; no labels.
             classes: label values to segment (default: every nonzero support label).
-            parts: chunks per class (3 in the paper).
+            config: a `fewshotseg.volume.VolumeConfig` (default: the measured best).
 
         Returns:
-            ``(D, H', W')`` int64 numpy label map.
+            ``(D, H', W')`` int64 numpy label map (support label values, 0 elsewhere).
         """
-        from fewshotseg.evaluation import support_slice_indices
+        from fewshotseg.volume import segment_volume
 
-        def as_numpy(x: Any) -> np.ndarray:
-            return np.asarray(x.detach().cpu().numpy() if isinstance(x, Tensor) else x)
-
-        sup, lab, qry = as_numpy(support_volume), as_numpy(support_labels), as_numpy(query_volume)
-        if sup.ndim != 3 or lab.shape != sup.shape or qry.ndim != 3:
-            raise ValueError(
-                "segment_volume needs (D, H, W) support volume and labels of the same shape and "
-                f"a (D, H, W) query; got {sup.shape}, {lab.shape}, {qry.shape}"
-            )
-        if classes is None:
-            classes = [int(v) for v in np.unique(lab) if v != 0]
-        depth_s, depth_q = sup.shape[0], qry.shape[0]
-        query = _check_image(_to_tensor(qry, "query_volume"), "query_volume")
-        # Per class: its support slices, encoded once, and the chunk of every query slice.
-        supports: dict[int, list[SupportSet]] = {}
-        chunk_of: dict[int, np.ndarray] = {}
-        for cls in classes:
-            picks = support_slice_indices(lab, cls, parts=parts)
-            present = np.flatnonzero((lab == cls).any(axis=(1, 2)))
-            lo, hi = int(present.min()), int(present.max())
-            rel = np.arange(depth_q) * depth_s / depth_q
-            span = max(hi - lo, 1e-9) / parts
-            chunk_of[cls] = np.clip(((rel - lo) // span).astype(int), 0, parts - 1)
-            supports[cls] = [
-                self.encode_support(sup[z], (lab[z] == cls).astype(np.int64)) for z in picks
-            ]
-        # The query is encoded once, in batches, and shared by every class and chunk.
-        h, w = qry.shape[1:]
-        best = np.zeros(qry.shape, np.float32)
-        result = np.zeros(qry.shape, np.int64)
-        with self._eval_mode(), torch.inference_mode(), self._autocast():
-            for start in range(0, depth_q, self.batch_size):
-                feats = self._encode_batch(query[start : start + self.batch_size])
-                for cls in classes:
-                    parts_here = chunk_of[cls][start : start + len(feats)]
-                    for part in np.unique(parts_here):
-                        idx = np.flatnonzero(parts_here == part)
-                        support = supports[cls][int(part)]
-                        proba = self._probabilities(feats[idx], support, (h, w))[:, 1].cpu().numpy()
-                        zs = start + idx
-                        take = (proba > 0.5) & (proba > best[zs])
-                        best[zs] = np.where(take, proba, best[zs])
-                        result[zs] = np.where(take, cls, result[zs])
-        return result
+        return segment_volume(
+            self, support_volume, support_labels, query_volume, classes=classes, config=config
+        )

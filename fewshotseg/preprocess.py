@@ -17,13 +17,15 @@ return new numpy arrays. Volumes are ``(D, H, W)`` with the slicing axis first (
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
 __all__ = [
+    "INTENSITY_RECIPES",
+    "apply_recipe",
     "clip_top",
     "crop_or_pad",
     "ct",
@@ -389,3 +391,30 @@ def crop_or_pad(
     if any(p != (0, 0) for p in pads):
         out = np.pad(out, pads, mode="constant", constant_values=pad_value)
     return np.ascontiguousarray(out)
+
+
+INTENSITY_RECIPES: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
+    "mri": mri,
+    "ct": ct,
+    "none": None,
+}
+"""Intensity recipes by name, as checkpoints (``modality``) and the CLI's ``--modality`` name
+them; ``"none"`` passes intensities through."""
+
+
+def apply_recipe(image: Any, modality: str) -> np.ndarray:
+    """Apply the named intensity recipe (``"mri"``, ``"ct"`` or ``"none"``) -> float32.
+
+    The MRI recipe is idempotent up to rounding (clipping an already clipped volume at its
+    99.5th percentile changes nothing; z-scoring a z-scored volume neither), so raw and
+    preprocessed arrays give the same network input.
+
+    Example:
+        >>> apply_recipe(np.array([[[0.0, 2.0]]]), "none").tolist()
+        [[[0.0, 2.0]]]
+    """
+    if modality not in INTENSITY_RECIPES:
+        raise ValueError(f"modality must be one of {sorted(INTENSITY_RECIPES)}, got {modality!r}")
+    recipe = INTENSITY_RECIPES[modality]
+    array = _as_array(image, "image").astype(np.float32, copy=False)
+    return array if recipe is None else recipe(array)

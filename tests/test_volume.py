@@ -1,0 +1,211 @@
+"""Whole-volume segmentation: alignment, localisation, clean-up, recipe, no query labels."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fewshotseg import ALPNet, SupportQueryPredictor, evaluation
+from fewshotseg.preprocess import mri
+from fewshotseg.volume import VolumeConfig, align_slices, clean_up, dtw_path, segment_volume
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def predictor() -> SupportQueryPredictor:
+    torch.manual_seed(0)
+    return SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+
+
+def scan(depth: int = 10, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic scan whose slices differ along depth, with class 2 in slices 3..6."""
+    rng = np.random.default_rng(seed)
+    zz = np.linspace(0, 1, depth)[:, None, None]
+    yy, xx = np.mgrid[0:40, 0:40] / 40.0
+    image = (np.sin(6 * zz + 4 * yy) + np.cos(5 * zz * xx) + 0.05 * rng.random((depth, 40, 40)))
+    labels = np.zeros((depth, 40, 40), np.int64)
+    labels[3:7, 10:30, 12:28] = 2
+    return image.astype(np.float32) * 300 + 500, labels
+
+
+# -------------------------------------------------------------------------- alignment
+
+
+def _brute_force_cost(cost: np.ndarray) -> float:
+    """Least total cost over every monotonic path, by enumeration (tiny inputs only)."""
+    n, m = cost.shape
+    best = np.inf
+    moves = [(1, 0), (0, 1), (1, 1)]
+    for length in range(max(n, m) - 1, n + m - 1):
+        for steps in itertools.product(moves, repeat=length):
+            i = j = 0
+            total = cost[0, 0]
+            for di, dj in steps:
+                i, j = i + di, j + dj
+                if i >= n or j >= m:
+                    break
+                total += cost[i, j]
+            else:
+                if (i, j) == (n - 1, m - 1):
+                    best = min(best, total)
+    return best
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 4), m=st.integers(1, 4), seed=st.integers(0, 10_000))
+def test_dtw_path_is_monotonic_complete_and_optimal(n, m, seed):
+    cost = np.random.default_rng(seed).random((n, m))
+    path = dtw_path(cost)
+    assert path[0] == (0, 0) and path[-1] == (n - 1, m - 1)
+    for (i0, j0), (i1, j1) in itertools.pairwise(path):
+        assert (i1 - i0, j1 - j0) in {(1, 0), (0, 1), (1, 1)}
+    assert sum(cost[i, j] for i, j in path) == pytest.approx(_brute_force_cost(cost))
+
+
+def test_alignment_recovers_dropped_and_repeated_slices():
+    # support slice s has a distinct feature pattern; the query skips and repeats some
+    rng = np.random.default_rng(1)
+    support = torch.from_numpy(rng.standard_normal((12, 16, 4, 4)).astype(np.float32))
+    order = [0, 1, 3, 4, 4, 5, 7, 8, 9, 11]
+    query = support[order] + 0.01 * torch.randn(len(order), 16, 4, 4)
+    np.testing.assert_allclose(align_slices(query, support)[[0, 2, 5, 6, 9]], [0, 3, 5, 7, 11])
+
+
+# -------------------------------------------------------------------------- clean-up
+
+
+def test_clean_up_keeps_the_largest_component_fills_holes_and_spares_other_classes():
+    lab = np.zeros((3, 12, 12), np.int64)
+    lab[0:3, 2:9, 2:9] = 1
+    lab[1, 5, 5] = 0  # a hole
+    lab[1, 4, 4] = 2  # another class inside: kept
+    lab[0, 11, 11] = 1  # a stray voxel of class 1
+    out = clean_up(lab, [1, 2], largest_component=True, fill_holes=True)
+    assert out[0, 11, 11] == 0 and out[1, 5, 5] == 1 and out[1, 4, 4] == 2
+    assert (out == 1).sum() == (lab == 1).sum()  # -1 stray, +1 hole
+    off = clean_up(lab, [1, 2], largest_component=False, fill_holes=False)
+    np.testing.assert_array_equal(off, lab)
+
+
+# -------------------------------------------------------------------------- pipeline
+
+
+def test_slices_outside_the_aligned_extent_come_back_empty(predictor):
+    image, labels = scan()
+    out = segment_volume(predictor, image, labels, image, config=VolumeConfig(threshold=0.0))
+    # the query is the support itself: the alignment is the identity, so the class can only
+    # appear in slices 3..6, and with threshold 0 it does appear there
+    assert not out[:3].any() and not out[7:].any()
+    assert all((out[z] == 2).any() for z in range(3, 7))
+    # without localisation the same model labels slices outside the organ's extent
+    every = segment_volume(predictor, image, labels, image,
+                           config=VolumeConfig(threshold=0.0, localise="none"))
+    assert every[:3].any() or every[7:].any()
+
+
+@pytest.mark.parametrize("localise", ["align", "relative", "none"])
+@pytest.mark.parametrize("support", ["aligned", "chunks"])
+def test_every_configuration_returns_a_label_map_of_the_query(predictor, localise, support):
+    image, labels = scan()
+    labels[5:9, 2:8, 2:8] = 1
+    query = scan(depth=7, seed=1)[0][:, :36, :38]
+    config = VolumeConfig(localise=localise, support=support, shots=2)
+    out = segment_volume(predictor, image, labels, query, config=config)
+    assert out.shape == query.shape and out.dtype == np.int64
+    assert set(np.unique(out)) <= {0, 1, 2}
+
+
+def test_raw_and_preprocessed_volumes_give_the_same_labels():
+    torch.manual_seed(3)
+    net = ALPNet(backbone="tiny", feature_dim=8)
+    pred = SupportQueryPredictor(net, image_size=32, modality="mri")
+    image, labels = scan()
+    query = scan(seed=4)[0]
+    raw = pred.segment_volume(image, labels, query, config=VolumeConfig(threshold=0.3))
+    pre = pred.segment_volume(mri(image), labels, mri(query), config=VolumeConfig(threshold=0.3))
+    assert (raw == pre).mean() >= 0.999
+    plain = SupportQueryPredictor(net, image_size=32)  # no recipe: preprocessing is the user's
+    assert pred.modality == "mri" and plain.modality is None
+
+
+def test_predictor_from_checkpoint_takes_the_checkpoint_modality(tmp_path):
+    net = ALPNet(backbone="tiny", feature_dim=8)
+    torch.save({"model": net.state_dict(), "model_config": net.model_config, "image_size": 32,
+                "modality": "ct", "version": "0"}, tmp_path / "m.pt")
+    assert SupportQueryPredictor.from_checkpoint(tmp_path / "m.pt").modality == "ct"
+    with pytest.raises(ValueError, match="modality must be one of"):
+        SupportQueryPredictor(net, modality="pet")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"classes": []}, ValueError, "classes is empty"),
+        ({"classes": 2}, TypeError, "sequence of label values"),
+        ({"classes": [5]}, ValueError, "not labelled in the support"),
+    ],
+)
+def test_bad_classes_raise_clear_errors(predictor, kwargs, error, match):
+    image, labels = scan()
+    with pytest.raises(error, match=match):
+        predictor.segment_volume(image, labels, image, **kwargs)
+
+
+def test_unlabelled_support_raises(predictor):
+    image, labels = scan()
+    with pytest.raises(ValueError, match="no foreground"):
+        predictor.segment_volume(image, np.zeros_like(labels), image)
+    with pytest.raises(ValueError, match="negative"):
+        predictor.segment_volume(image, labels - 1, image)
+
+
+# -------------------------------------------------------------------------- the protocol
+
+
+class Recording:
+    """A predictor that remembers what segment_volume returned."""
+
+    def __init__(self, inner: SupportQueryPredictor) -> None:
+        self.inner, self.outputs = inner, []
+
+    def segment_volume(self, *args, **kwargs):
+        out = self.inner.segment_volume(*args, **kwargs)
+        self.outputs.append(out)
+        return out
+
+
+def test_realistic_protocol_never_reads_the_query_labels_before_scoring(predictor):
+    image, labels = scan()
+    query, truth = scan(seed=5)
+    rec = Recording(predictor)
+    scored = evaluation.evaluate_pair(rec, image, labels, query, truth, [2],
+                                      protocol="realistic")
+    blind = evaluation.evaluate_pair(rec, image, labels, query, np.zeros_like(truth), [2],
+                                     protocol="realistic")
+    np.testing.assert_array_equal(rec.outputs[0], rec.outputs[1])
+    row, blind_row = scored.rows[0], blind.rows[0]
+    assert row.protocol == "realistic" and row.n_slices == query.shape[0]  # every slice scored
+    assert row.tp == int(((rec.outputs[0] == 2) & (truth == 2)).sum())
+    assert blind_row.tp == 0 and blind_row.fn == 0 and row.fn + row.tp == (truth == 2).sum()
+
+
+def test_realistic_protocol_needs_segment_volume_and_one_way():
+    image, labels = scan()
+    with pytest.raises(TypeError, match="segment_volume"):
+        evaluation.evaluate_pair(lambda s, m, q: q, image, labels, image, labels, [2],
+                                 protocol="realistic")
+    with pytest.raises(ValueError, match="1-way"):
+        evaluation.evaluate_pair(Recording(None), image, labels, image, labels, [2],
+                                 protocol="realistic", ways="all")
