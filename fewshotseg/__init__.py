@@ -10,7 +10,7 @@ recipes), `fewshotseg.datasets` (folder and CHAOS-layout loaders), `fewshotseg.m
 (overlays; needs the ``viz`` extra).
 """
 
-from fewshotseg import datasets, evaluation, io, metrics, preprocess
+from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess
 from fewshotseg._version import __version__
 from fewshotseg.episodes import (
     AugmentConfig,
@@ -57,5 +57,6 @@ __all__ = [
     "evaluation",
     "io",
     "metrics",
+    "precision",
     "preprocess",
 ]

@@ -28,7 +28,15 @@ from typing import Any, Literal
 
 import torch
 
-__all__ = ["AmpMode", "autocast", "autocast_dtype", "check_amp", "cpu_has_native_bf16"]
+__all__ = [
+    "AmpMode",
+    "autocast",
+    "autocast_dtype",
+    "check_amp",
+    "cpu_has_native_bf16",
+    "cpuinfo_has_native_bf16",
+    "prefers_channels_last",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,12 +47,29 @@ AmpMode = bool | Literal["auto"]
 _BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
 
 
+def cpuinfo_has_native_bf16(text: str) -> bool:
+    """Whether ``/proc/cpuinfo`` text names a native bf16 flag on its first ``flags`` line
+    (x86) or ``Features`` line (Arm).
+
+    Example:
+        >>> cpuinfo_has_native_bf16("processor : 0\\nflags : fpu avx512f avx512_bf16\\n")
+        True
+        >>> cpuinfo_has_native_bf16("flags : fpu avx2 fma\\n")
+        False
+    """
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            return bool(_BF16_FLAGS.intersection(value.split()))
+    return False
+
+
 @functools.lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU executes bfloat16 natively (AVX512-BF16, AMX-BF16 or Arm BF16).
 
-    Read from ``/proc/cpuinfo`` on Linux; False where it cannot be read (other systems), so the
-    safe fp32 path is taken.
+    Read from ``/proc/cpuinfo`` on Linux (once; cached); False where it cannot be read (other
+    systems), so the safe fp32 path is taken.
     """
     if platform.system() != "Linux":
         return False
@@ -52,11 +77,7 @@ def cpu_has_native_bf16() -> bool:
         text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return False
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            return bool(_BF16_FLAGS.intersection(value.split()))
-    return False
+    return cpuinfo_has_native_bf16(text)
 
 
 def check_amp(amp: Any) -> AmpMode:
@@ -89,11 +110,27 @@ def autocast_dtype(amp: AmpMode, device: str | torch.device) -> torch.dtype | No
     return None
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _log_fp32_fallback(kind: str) -> None:
     # once per device kind: emulated bf16 would be slower than fp32, so amp stays off
     reason = "this CPU has no native bf16" if kind == "cpu" else f"no mixed precision on {kind}"
     logger.info("amp=True: %s; running in float32", reason)
+
+
+def prefers_channels_last(dtype: torch.dtype | None, device: str | torch.device) -> bool:
+    """Whether a model run under autocast ``dtype`` on ``device`` should be channels-last.
+
+    True for bf16 on a CPU: oneDNN's bf16 convolutions are much faster on channels-last
+    tensors (a first measurement on an AVX512-BF16/AMX CPU: ResNet-101 and ResNet-18 training
+    steps 1.7-1.8x faster than bf16 in the default layout; docs/benchmarks.md has the
+    figures). In fp32 the layout gains little (and lost on an AVX2 CPU); on CUDA we leave the
+    layout alone.
+
+    Example:
+        >>> prefers_channels_last(torch.bfloat16, "cpu"), prefers_channels_last(None, "cpu")
+        (True, False)
+    """
+    return dtype == torch.bfloat16 and torch.device(device).type == "cpu"
 
 
 def autocast(dtype: torch.dtype | None, device: str | torch.device) -> Any:

@@ -114,6 +114,36 @@ def test_train_flags_build_the_config():
     assert cli._train_config(args) == TrainConfig()
 
 
+@pytest.mark.parametrize("command", ["predict", "evaluate", "demo"])
+@pytest.mark.parametrize(
+    "flags, amp",
+    [([], False), (["--amp"], True), (["--amp", "auto"], "auto"), (["--amp", "off"], False),
+     (["--amp", "--no-amp"], False)],
+)  # fmt: skip
+def test_inference_commands_take_amp_like_train(command, flags, amp):
+    positional = {"predict": ["s", "l", "q"], "evaluate": [], "demo": []}[command]
+    args = cli.build_parser().parse_args([command, *positional, *flags])
+    assert args.amp == amp and type(args.amp) is type(amp)
+
+
+def test_amp_reaches_the_predictor(checkpoint, monkeypatch):
+    from fewshotseg import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    parser = cli.build_parser()
+    for flags, amp in [(["--amp"], True), (["--amp", "auto"], "auto"), ([], False)]:
+        args = parser.parse_args(["evaluate", "--checkpoint", str(checkpoint), "--device", "cpu",
+                                  *flags])  # fmt: skip
+        predictor, _ = cli._load_predictor(args)
+        assert predictor.amp == amp
+        conv = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d))
+        seen = []
+        hook = conv.register_forward_hook(lambda mod, inp, out, seen=seen: seen.append(out.dtype))
+        predictor.encode_slices(np.zeros((1, 32, 32), np.float32))
+        hook.remove()
+        assert seen == [torch.bfloat16 if amp else torch.float32]
+
+
 def test_bad_argument_is_one_line_and_status_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "x", "--lr", "fast"])

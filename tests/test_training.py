@@ -130,8 +130,14 @@ def test_loss_decreases_on_a_tiny_task():
     assert all(np.isfinite(history.align_loss))
 
 
-def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
-    cfg = {"lr": 0.01, "batch_size": 2, "lr_step": 2, "lr_gamma": 0.5, "progress": False}
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "bf16"])
+def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path, monkeypatch, amp):
+    from fewshotseg import precision
+
+    # bf16 autocast on any CPU (emulated where the processor lacks it): resume stays exact
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    cfg = {"lr": 0.01, "batch_size": 2, "lr_step": 2, "lr_gamma": 0.5, "progress": False,
+           "amp": amp}
     straight = Trainer(
         tiny_model(),
         make_sampler(augment=AugmentConfig()),
@@ -139,6 +145,7 @@ def test_resume_gives_exactly_the_uninterrupted_weights(tmp_path):
         device="cpu",
     )
     straight.fit()
+    assert straight._amp_dtype == (torch.bfloat16 if amp else None)
 
     ckpt_dir = tmp_path / "run"
     first = Trainer(
