@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -202,6 +204,8 @@ def main() -> None:
         print(json.dumps({"peak_rss_mb": memory_run(args.memory, args.threads)}))
         return
     if args.precision:
+        # a fresh inductor cache, so "first volume" includes the whole compilation
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="inductor-"))
         text = "\n".join(bench_precision(args))
         print(text)
         if args.out:
