@@ -34,21 +34,24 @@ DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
 ORGANS = evaluation.CHAOS_CLASSES
 
 VARIANTS: dict[str, VolumeConfig] = {
-    "relative, every slice (old segment_volume)": VolumeConfig(
+    "relative depth, every slice (the old segment_volume)": VolumeConfig(
         localise="none", support="chunks", largest_component=False, fill_holes=False
     ),
-    "relative, every slice, + LCC": VolumeConfig(
+    "+ largest 3D component (LCC)": VolumeConfig(
         localise="none", support="chunks", fill_holes=False
     ),
-    "relative extent + LCC": VolumeConfig(
+    "+ slices in the support's relative extent": VolumeConfig(
         localise="relative", support="chunks", fill_holes=False
     ),
-    "aligned extent, chunk supports + LCC": VolumeConfig(support="chunks", fill_holes=False),
-    "aligned extent, aligned support + LCC": VolumeConfig(fill_holes=False),
-    "aligned extent, aligned support + LCC + fill": VolumeConfig(),
-    "... + 3 shots": VolumeConfig(shots=3),
-    "... + margin 1": VolumeConfig(margin=1),
-    "... no LCC": VolumeConfig(largest_component=False),
+    "aligned extent instead of relative, chunk supports, LCC": VolumeConfig(
+        support="chunks", fill_holes=False
+    ),
+    "+ aligned support slice per query slice": VolumeConfig(fill_holes=False),
+    "+ hole filling (the default)": VolumeConfig(),
+    "default, 3 shots": VolumeConfig(shots=3),
+    "default, margin 1": VolumeConfig(margin=1),
+    "default, threshold 0.6": VolumeConfig(threshold=0.6),
+    "default without LCC": VolumeConfig(largest_component=False),
 }
 
 

@@ -7,12 +7,12 @@ switch, so it can be measured on and off):
    applied to both volumes, so raw scanner intensities and preprocessed arrays give the same
    result.
 2. **Encode once.** Every query slice and every support slice goes through the backbone once.
-3. **Align the two volumes by anatomy** (``localise="align"``). Each slice gets a global
-   descriptor (its features mean- and max-pooled over space, L2-normalised); dynamic time
-   warping finds the monotonic slice-to-slice correspondence of least total cosine distance.
-   Each query slice is mapped to the most similar support slice it is aligned with. Slice indices alone
-   (``localise="relative"``, query slice ``z`` of ``D`` at support depth ``z D_s / D``) assume
-   that both scans cover the same stretch of the body, which scans rarely do.
+3. **Align the two volumes by anatomy** (``localise="align"``). Each slice gets a descriptor
+   (its features pooled to a 4 x 4 layout, centred by the volume's mean, L2-normalised); dynamic
+   time warping finds the monotonic slice-to-slice correspondence of least total cosine distance.
+   Each query slice is mapped to the most similar support slice it is aligned with. Slice
+   indices alone (``localise="relative"``: query slice ``z`` of ``D`` at support depth
+   ``z D_s / D``) assume that both scans cover the same stretch of the body.
 4. **Localise each class.** A query slice is segmented for a class only if its aligned support
    slice lies within the class's extent in the support labels; every other slice is empty for
    that class. Without this the network, shown an organ, finds "something" in every slice.
@@ -109,13 +109,22 @@ class VolumeConfig:
 # --------------------------------------------------------------------------------------------
 
 
-def slice_descriptors(features: Tensor) -> np.ndarray:
-    """One global descriptor per slice: features ``(D, F, h, w)`` mean- and max-pooled over
-    space, each half L2-normalised, concatenated and normalised -> ``(D, 2F)`` float64."""
-    flat = features.float().flatten(2)
-    parts = [flat.mean(-1), flat.amax(-1)]
-    desc = torch.cat([torch.nn.functional.normalize(p, dim=1) for p in parts], dim=1)
-    return torch.nn.functional.normalize(desc, dim=1).cpu().double().numpy()
+def slice_descriptors(features: Tensor, grid: int = 4) -> np.ndarray:
+    """One descriptor per slice that says where in the body the slice is.
+
+    Features ``(D, F, h, w)`` are average-pooled to a ``grid`` x ``grid`` layout (which
+    structures are where in the plane), flattened, centred by the volume's mean descriptor
+    (what all its slices share, e.g. the scanner's contrast, says nothing about depth) and
+    L2-normalised -> ``(D, F grid²)`` float64.
+
+    Why this and not global pooling: on CHAOS fold 0's training patients (240 support/query
+    pairs) the organ extents this alignment transfers overlap the true ones by 0.72 IoU, against
+    0.70 uncentred, 0.66 for relative depth, and 0.50 for mean/max-pooled global descriptors
+    (one support), which collapse many query slices onto one support slice.
+    """
+    pooled = torch.nn.functional.adaptive_avg_pool2d(features.float(), grid).flatten(1)
+    centred = pooled - pooled.mean(0, keepdim=True)
+    return torch.nn.functional.normalize(centred, dim=1).cpu().double().numpy()
 
 
 def dtw_path(cost: np.ndarray) -> list[tuple[int, int]]:
