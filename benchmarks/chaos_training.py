@@ -13,7 +13,8 @@ Training sees only the images of the fold's 15 training patients and their super
 pseudolabels, never a label (setting 2 uses the labels only to drop the slices that contain
 the test group's organs, as the protocol prescribes). Evaluation: support patient = first of the
 next group, queries = the fold's 4 patients, the paper's protocol and the whole-volume variant,
-1-way, per organ. Intensities: ``fewshotseg.preprocess.mri`` (clip the top 0.5 %, z-score) for
+1-way, per organ, and the realistic protocol (``segment_volume`` on the raw volumes, no query
+labels). Intensities: ``fewshotseg.preprocess.mri`` (clip the top 0.5 %, z-score) for
 training and evaluation alike; pseudolabels are computed on the raw volumes.
 """
 
@@ -171,7 +172,7 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
     if support in {str(t) for t in fold.test}:
         raise SystemExit(f"--support {support} is one of fold {args.fold}'s queries {fold.test}")
     predictor = fss.SupportQueryPredictor(
-        model, device=args.device, image_size=args.image_size, batch_size=8
+        model, device=args.device, image_size=args.image_size, batch_size=8, modality="mri"
     )
     classes = list(ORGANS) if args.setting == 1 else list(evaluation.SETTING2_GROUPS[args.group])
     prepare = preprocess.mri
@@ -188,13 +189,17 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
             mapped = np.interp(np.cumsum(counts) / image.size, ref_quantiles, ref_values)
             return preprocess.mri(mapped[inverse].reshape(image.shape).astype(np.float32))
 
-    queries = {str(q): (prepare(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
+    prepared = {str(q): (prepare(cases[str(q)][0]), cases[str(q)][1]) for q in fold.test}
+    # realistic: segment_volume gets raw intensities and applies the predictor's recipe itself
+    raw = {str(q): cases[str(q)] for q in fold.test}
     tables = []
-    for protocol in ("paper", "whole_volume"):
+    for protocol in ("paper", "whole_volume", "realistic"):
+        as_given = protocol == "realistic" and not args.match_histogram
+        queries = raw if as_given else prepared
         tables.append(
             evaluation.evaluate_fold(
                 predictor,
-                prepare(cases[support][0]),
+                cases[support][0] if as_given else prepare(cases[support][0]),
                 cases[support][1],
                 queries,
                 classes,
@@ -281,17 +286,21 @@ def cmd_summarize(args: argparse.Namespace) -> None:
             (table, int(step.group(1)) if step else -1)
         )
     organs = sorted(ORGANS)
+    shown = args.protocol
+    others = [p for p in evaluation.PROTOCOLS if p != shown]
     print("| setting | fold | steps | " + " | ".join(ORGANS[c] for c in organs)
-          + " | **mean, paper protocol** | mean, whole volume |")
-    print("| --- " * (5 + len(organs)) + "|")
+          + f" | **mean, {shown}** | " + " | ".join(f"mean, {p}" for p in others) + " |")
+    print("| --- " * (5 + len(organs) + len(others) - 1) + "|")
+
+    def mean_cell(table: fss.ResultTable) -> str:
+        return f"{100 * table.mean():.2f}" if len(table) else ""
 
     def row(setting: object, fold: object, steps: str, table: fss.ResultTable) -> str:
-        paper = table.filter(protocol="paper")
-        per = paper.per_class()
+        main = table.filter(protocol=shown)
+        per = main.per_class() if len(main) else {}
         cells = " | ".join(f"{100 * per[c]:.2f}" if c in per else "" for c in organs)
-        whole = table.filter(protocol="whole_volume").mean()
-        return (f"| {setting} | {fold} | {steps} | {cells} | **{100 * paper.mean():.2f}** | "
-                f"{100 * whole:.2f} |")
+        rest = " | ".join(mean_cell(table.filter(protocol=p)) for p in others)
+        return f"| {setting} | {fold} | {steps} | {cells} | **{mean_cell(main)}** | {rest} |"
 
     for setting in sorted({s for s, _ in by_key}):
         folds = sorted(f for s, f in by_key if s == setting)
@@ -362,6 +371,8 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("summarize", help="cross-fold Markdown table from evaluate's files")
     p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--protocol", choices=evaluation.PROTOCOLS, default="paper",
+                   help="whose per-organ Dice to show (the means of all three are shown)")
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

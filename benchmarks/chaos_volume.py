@@ -33,25 +33,35 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
 ORGANS = evaluation.CHAOS_CLASSES
 
+_NO_CLEANUP = {"largest_component": False, "fill_holes": False}
 VARIANTS: dict[str, VolumeConfig] = {
+    # the steps one by one, from the old segment_volume to the default
     "relative depth, every slice (the old segment_volume)": VolumeConfig(
-        localise="none", support="chunks", largest_component=False, fill_holes=False
+        localise="none", support="chunks", shots=1, threshold=0.5, **_NO_CLEANUP
     ),
     "+ largest 3D component (LCC)": VolumeConfig(
-        localise="none", support="chunks", fill_holes=False
+        localise="none", support="chunks", shots=1, threshold=0.5, fill_holes=False
     ),
-    "+ slices in the support's relative extent": VolumeConfig(
-        localise="relative", support="chunks", fill_holes=False
+    "+ only slices in the support's relative extent": VolumeConfig(
+        localise="relative", support="chunks", shots=1, threshold=0.5, fill_holes=False
     ),
-    "aligned extent instead of relative, chunk supports, LCC": VolumeConfig(
-        support="chunks", fill_holes=False
+    "aligned extent instead of relative": VolumeConfig(
+        support="chunks", shots=1, threshold=0.5, fill_holes=False
     ),
-    "+ aligned support slice per query slice": VolumeConfig(fill_holes=False),
-    "+ hole filling (the default)": VolumeConfig(),
-    "default, 3 shots": VolumeConfig(shots=3),
-    "default, margin 1": VolumeConfig(margin=1),
-    "default, threshold 0.6": VolumeConfig(threshold=0.6),
+    "+ nearest aligned support slice per query slice": VolumeConfig(
+        shots=1, threshold=0.5, fill_holes=False
+    ),
+    "+ hole filling": VolumeConfig(shots=1, threshold=0.5),
+    "+ 3 nearest support slices (3 shots)": VolumeConfig(threshold=0.5),
+    "+ threshold 0.6 (the default)": VolumeConfig(),
+    # the default with one thing changed
+    "default, relative extent instead of aligned": VolumeConfig(localise="relative"),
     "default without LCC": VolumeConfig(largest_component=False),
+    "default without hole filling": VolumeConfig(fill_holes=False),
+    "default, 1 shot": VolumeConfig(shots=1),
+    "default, threshold 0.7": VolumeConfig(threshold=0.7),
+    "default, threshold 0.8": VolumeConfig(threshold=0.8),
+    "default, margin 1": VolumeConfig(margin=1),
 }
 
 
@@ -82,15 +92,22 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="default: the shipped chaos-ssl model")
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
+    parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
+    parser.add_argument("--timing", action="store_true",
+                        help="time the default pipeline against the old segment_volume instead")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    if args.timing:
+        timing(args)
+        return
 
     cases = {c.id: c for c in chaos_t2spir(args.data)}
     fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
     support = cases[str(fold.support)]
     ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
+    ids = ids[args.skip :]
     if args.queries:
         ids = ids[: args.queries]
     if args.checkpoint:
@@ -119,6 +136,37 @@ def main() -> None:
         args.out.write_text(json.dumps({"fold": args.fold, "split": args.split,
                                         "support": str(fold.support), "queries": ids,
                                         "results": results}, indent=1))
+
+
+def timing(args: argparse.Namespace) -> None:
+    """Seconds per query volume (4 organs), default pipeline vs the old segment_volume
+    (relative depth, every slice, no clean-up), alternating, no feature cache."""
+    import platform
+    import statistics
+
+    cases = {c.id: c for c in chaos_t2spir(args.data)}
+    fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
+    support = cases[str(fold.support)]
+    ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
+    path = args.checkpoint or fss.inference._DATA / "chaos_ssl.pt"
+    predictor = fss.SupportQueryPredictor.from_checkpoint(path)
+    old = VARIANTS["relative depth, every slice (the old segment_volume)"]  # as before 0.2
+    rows = {"old segment_volume": [], "default pipeline": []}
+    s_img, s_lab = support.image.array, support.label.astype(np.int64)
+    for q in ids[: args.queries or len(ids)]:
+        for _ in range(2):
+            for name, config in (("old segment_volume", old), ("default pipeline", VolumeConfig())):
+                start = time.perf_counter()
+                predictor.segment_volume(s_img, s_lab, cases[q].image.array, config=config,
+                                         classes=list(ORGANS))
+                rows[name].append(time.perf_counter() - start)
+    base = statistics.median(rows["old segment_volume"])
+    print(f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+          f"{len(rows['old segment_volume'])} volume runs each")
+    print("| pipeline | s / volume (median) | ratio |\n| --- | --- | --- |")
+    for name, times in rows.items():
+        med = statistics.median(times)
+        print(f"| {name} | {med:.2f} | {med / base:.2f}x |")
 
 
 if __name__ == "__main__":

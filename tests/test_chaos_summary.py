@@ -59,10 +59,11 @@ def test_setting2_groups_of_a_fold_make_one_row_and_folds_average(chaos_training
     assert header[3:7] == ["liver", "right_kidney", "left_kidney", "spleen"]
     assert [r[:3] for r in rows] == [["2", "0", "6990/7000"], ["2", "1", "7000"],
                                      ["2", "mean of 2", ""]]
-    assert rows[0][3:] == ["60.00", "50.00", "70.00", "80.00", "65.00", "32.50"]
-    assert rows[1][3:] == ["20.00", "30.00", "10.00", "40.00", "25.00", "12.50"]
+    assert header[7:] == ["mean, paper", "mean, whole_volume", "mean, realistic"]
+    assert rows[0][3:] == ["60.00", "50.00", "70.00", "80.00", "65.00", "32.50", ""]
+    assert rows[1][3:] == ["20.00", "30.00", "10.00", "40.00", "25.00", "12.50", ""]
     # the mean over folds is per organ over all query scans, then over organs
-    assert rows[2][3:] == ["40.00", "40.00", "40.00", "60.00", "45.00", "22.50"]
+    assert rows[2][3:] == ["40.00", "40.00", "40.00", "60.00", "45.00", "22.50", ""]
 
 
 def test_a_missing_organ_leaves_its_cell_empty_and_settings_stay_apart(chaos_training, capsys,
@@ -73,6 +74,21 @@ def test_a_missing_organ_leaves_its_cell_empty_and_settings_stay_apart(chaos_tra
     ]
     rows = [cells(line) for line in summary_lines(chaos_training, capsys, files)[2:]]
     assert rows == [
-        ["1", "3", "100", "90.00", "50.00", "50.00", "90.00", "70.00", "35.00"],
-        ["2", "3", "100", "40.00", "", "", "60.00", "50.00", "25.00"],
+        ["1", "3", "100", "90.00", "50.00", "50.00", "90.00", "70.00", "35.00", ""],
+        ["2", "3", "100", "40.00", "", "", "60.00", "50.00", "25.00", ""],
     ]
+
+
+def test_protocol_option_shows_that_protocols_organs(chaos_training, capsys, tmp_path):
+    base = table(1, 0, {1: 0.8, 4: 0.6})
+    realistic = fss.ResultTable(
+        ResultRow(scan=r.scan, class_id=r.class_id, class_name=r.class_name,
+                  protocol="realistic", setting=1, fold=0, dice=r.dice / 4)
+        for r in base.filter(protocol="paper")
+    )
+    path = (base + realistic).save(tmp_path / "r_step5.json")
+    chaos_training.main(["summarize", str(path), "--protocol", "realistic"])
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    header, row = cells(lines[0]), cells(lines[2])
+    assert header[7:] == ["mean, realistic", "mean, paper", "mean, whole_volume"]
+    assert row[3:] == ["20.00", "", "", "15.00", "17.50", "70.00", "35.00"]
