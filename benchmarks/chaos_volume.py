@@ -40,24 +40,20 @@ VARIANTS: dict[str, VolumeConfig] = {
         localise="none", support="chunks", shots=1, threshold=0.5, **_NO_CLEANUP
     ),
     "+ largest 3D component (LCC)": VolumeConfig(
-        localise="none", support="chunks", shots=1, threshold=0.5, fill_holes=False
+        localise="none", support="chunks", shots=1, threshold=0.5
     ),
     "+ only slices in the support's relative extent": VolumeConfig(
-        localise="relative", support="chunks", shots=1, threshold=0.5, fill_holes=False
+        localise="relative", support="chunks", shots=1, threshold=0.5
     ),
-    "aligned extent instead of relative": VolumeConfig(
-        support="chunks", shots=1, threshold=0.5, fill_holes=False
-    ),
-    "+ nearest aligned support slice per query slice": VolumeConfig(
-        shots=1, threshold=0.5, fill_holes=False
-    ),
-    "+ hole filling": VolumeConfig(shots=1, threshold=0.5),
+    "aligned extent instead of relative": VolumeConfig(support="chunks", shots=1, threshold=0.5),
+    "+ nearest aligned support slice per query slice": VolumeConfig(shots=1, threshold=0.5),
+    "+ hole filling": VolumeConfig(shots=1, threshold=0.5, fill_holes=True),
     "+ 3 nearest support slices (3 shots)": VolumeConfig(threshold=0.5),
     "+ threshold 0.6 (the default)": VolumeConfig(),
     # the default with one thing changed
     "default, relative extent instead of aligned": VolumeConfig(localise="relative"),
     "default without LCC": VolumeConfig(largest_component=False),
-    "default without hole filling": VolumeConfig(fill_holes=False),
+    "default with hole filling": VolumeConfig(fill_holes=True),
     "default, 1 shot": VolumeConfig(shots=1),
     "default, threshold 0.7": VolumeConfig(threshold=0.7),
     "default, threshold 0.8": VolumeConfig(threshold=0.8),

@@ -781,7 +781,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Segment a query scan from a labelled support scan, no query labels needed "
         "(SupportQueryPredictor.segment_volume): the query's slices are aligned with the "
         "support's by anatomy, each organ is segmented only where the alignment puts it, with "
-        "its nearest support slice, and kept as its largest 3D component with holes filled.",
+        "its nearest support slices, and kept as its largest 3D component.",
     )
     p.add_argument("support", help="support scan")
     p.add_argument("support_label", help="its label file")

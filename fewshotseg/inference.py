@@ -382,10 +382,22 @@ class SupportQueryPredictor:
 
         The user's main call: applies the model's intensity recipe (``modality``) to both
         volumes, aligns the query's slices with the support's by anatomy, segments each class
-        only in the query slices aligned with the class's extent in the support (each with its
-        nearest support slice), and keeps each class's largest 3D component with its holes
-        filled. `fewshotseg.volume` has the steps and `fewshotseg.volume.VolumeConfig` their
-        switches.
+        only in the query slices aligned with the class's extent in the support (each with the
+        3 nearest support slices of the class), keeps voxels above 0.6 probability and each
+        class's largest 3D component. `fewshotseg.volume` has the steps and
+        `fewshotseg.volume.VolumeConfig` their switches. The shipped model on held-out CHAOS
+        patients: 72.1 mean Dice over whole volumes (docs/results.md).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> volume = np.random.default_rng(0).random((8, 40, 40)).astype(np.float32)
+            >>> labels = np.zeros((8, 40, 40), np.int64); labels[2:6, 10:30, 10:30] = 1
+            >>> out = predictor.segment_volume(volume, labels, volume[1:])
+            >>> out.shape, out.dtype
+            ((7, 40, 40), dtype('int64'))
 
         Args:
             support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed.
