@@ -1,56 +1,77 @@
-"""Step 1 on CHAOS: superpixel pseudolabels of the training scans (images only, no labels).
+"""Step 1: superpixel pseudolabels of unlabelled scans (images only, labels never read).
 
-Fold 0 of the paper's cross-validation trains on the 15 patients other than 1, 2, 3, 5 (the
-queries) and 8 (the support). Pseudolabels are computed on the raw scans and written, with the
-scans' geometry, to ``OUT/pseudolabels/image_N.superpixels.nii.gz`` (the data folder may be
-read-only). The command line does the same: ``fewshotseg pseudolabel DATA/image_*.nii.gz``.
+By default this runs on the two CHAOS T2-SPIR scans shipped inside the package (patients 8 and
+2, ``fewshotseg.demo.load_demo_scans``), in about ten seconds. With ``--data DIR`` (a CHAOS
+folder: ``image_N.nii.gz``) it labels the training patients of fold 0 of the paper's
+cross-validation instead (the 15 patients other than 1, 2, 3, 5, the queries, and 8, the
+support; ``--all`` for all 15, else the first one). Pseudolabels go to
+``OUT/pseudolabels/image_N.superpixels.nii.gz`` with each scan's geometry (``.npz`` when nibabel,
+the ``[io]`` extra, is not installed). The command line does the same:
+``fewshotseg pseudolabel DATA/image_*.nii.gz``.
 
-    python examples/01_pseudolabels.py [--data DIR] [--out DIR] [--quick | --paper] [--mode 3d]
-
-Default: all 15 training scans, the paper's 2D settings, 2 processes (about a minute).
-``--quick``: 1 scan, 1 process. ``--paper``: the same as the default (the pseudolabels are
-the paper's already).
+    python examples/01_pseudolabels.py [--data DIR [--all]] [--out DIR] [--mode 3d]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import sys
 import time
 from pathlib import Path
 
 import fewshotseg as fss
-from fewshotseg.superpixels import pseudolabel_path
+from fewshotseg.demo import load_demo_scans
 
-REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "chaos_t2spir"
+
+def output_suffix() -> str:
+    """NIfTI when nibabel is installed (the ``[io]`` extra), else numpy's ``.npz``."""
+    return ".nii.gz" if importlib.util.find_spec("nibabel") else ".npz"
+
+
+def run(args: argparse.Namespace) -> None:
+    started = time.perf_counter()
+    if args.data is None:  # the shipped scans
+        support, query = load_demo_scans()
+        scans = [(s.id, s.image, s.spacing, None) for s in (support, query)]
+        source = "shipped CHAOS scans"
+    else:
+        fold = fss.cross_validation_folds(fss.evaluation.CHAOS_PATIENT_IDS)[0]
+        ids = fold.train if args.all else fold.train[:1]
+        cases = fss.datasets.chaos_t2spir(args.data, ids, labels=False)  # images only
+        scans = [(c.id, c.image.array, c.image.spacing, c.image) for c in cases]
+        source = str(args.data)
+    labels = fss.SuperpixelPseudolabeler(mode=args.mode).label_many(
+        [image for _, image, _, _ in scans],
+        spacings=[spacing for _, _, spacing, _ in scans],
+        workers=args.workers,
+        progress=False,
+    )
+    folder = args.out / "pseudolabels"
+    for (scan_id, _, spacing, volume), lab in zip(scans, labels, strict=True):
+        path = folder / f"image_{scan_id}.superpixels{output_suffix()}"
+        if volume is not None:
+            fss.io.save_volume(lab, path, like=volume)
+        else:
+            fss.io.save_volume(lab, path, spacing=spacing)
+        print(f"patient {scan_id}: up to {lab.max()} superpixels per slice -> {path}")
+    print(f"{len(scans)} scans ({source}) in {time.perf_counter() - started:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="CHAOS T2-SPIR folder")
-    parser.add_argument("--out", type=Path, default=REPO / "runs" / "examples")
-    parser.add_argument("--quick", action="store_true", help="1 scan, 1 process")
-    parser.add_argument("--paper", action="store_true", help="the paper's settings (default)")
+    parser.add_argument("--data", type=Path, help="a CHAOS T2-SPIR folder (default: shipped scans)")
+    parser.add_argument("--all", action="store_true", help="with --data: all 15 training scans")
+    parser.add_argument("--out", type=Path, default=Path("fewshotseg-examples"),
+                        help="output folder (default: ./fewshotseg-examples)")  # fmt: skip
     parser.add_argument("--mode", choices=("2d", "3d"), default="2d")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1)")
+    parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # the default now
     args = parser.parse_args(argv)
-
-    fold = fss.cross_validation_folds(fss.evaluation.CHAOS_PATIENT_IDS)[0]
-    ids = fold.train[:1] if args.quick else fold.train
-    cases = fss.datasets.chaos_t2spir(args.data, ids, labels=False)  # images only
-    started = time.perf_counter()
-    labels = fss.SuperpixelPseudolabeler(mode=args.mode).label_many(
-        [c.image.array for c in cases],
-        spacings=[c.image.spacing for c in cases],
-        workers=1 if args.quick else args.workers,
-        progress=False,
-    )
-    folder = args.out / "pseudolabels"
-    for case, lab in zip(cases, labels, strict=True):
-        path = folder / pseudolabel_path(case.image).name
-        fss.io.save_volume(lab, path, like=case.image)
-        print(f"patient {case.id}: {lab.max()} superpixels per slice at most -> {path}")
-    print(f"{len(cases)} scans in {time.perf_counter() - started:.1f} s")
+    try:
+        run(args)
+    except (FileNotFoundError, ImportError, ValueError) as error:
+        sys.exit(f"{Path(__file__).name}: {error}")
 
 
 if __name__ == "__main__":

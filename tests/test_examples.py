@@ -1,5 +1,11 @@
-"""Every example runs in its ``--quick`` form: the quickstart in a subprocess, as the README runs
-it; the CHAOS steps in this process (their ``main(argv)``), which saves a torch import each."""
+"""Every example runs with no arguments (shipped scans, shipped model) and says in one line what
+is missing when a path is wrong.
+
+The default suite runs the quickstart in a subprocess, as the README runs it, and steps 1-4 on
+the shipped scans in this process (their ``main(argv)``; steps 3-4 with step 2's tiny
+checkpoint, which takes seconds). Steps 3-4 with no arguments at all (the shipped ResNet-18 on
+whole scans, about a minute each on two busy cores) are marked slow; ``tests/test_clean_venv.py``
+and ``benchmarks/clean_venv.sh`` run every example bare in a subprocess."""
 
 from __future__ import annotations
 
@@ -15,42 +21,33 @@ import torch
 from fewshotseg.io import load_label_map, load_volume
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = ["00_quickstart.py", "01_pseudolabels.py", "02_train.py", "03_predict.py",
+           "04_evaluate.py"]  # fmt: skip
 
 
-def _run(script: str, *args: str, timeout: float = 60) -> str:
+def _run(script: str, *args: str, timeout: float = 120) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
     done = subprocess.run(
-        [sys.executable, str(EXAMPLES / script), "--quick", *args],
+        [sys.executable, str(EXAMPLES / script), *args],
         capture_output=True, text=True, timeout=timeout, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
     return done.stdout
 
 
-def _run_here(script: str, *args: str, capsys) -> str:
+def _load(script: str):
     spec = importlib.util.spec_from_file_location(f"example_{script[:2]}", EXAMPLES / script)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def _run_here(script: str, *args: str, capsys) -> str:
     torch.set_num_threads(1)
-    module.main(["--quick", *args])
+    _load(script).main(list(args))
     return capsys.readouterr().out
-
-
-def test_examples_are_numbered_and_documented():
-    scripts = sorted(p.name for p in EXAMPLES.glob("*.py"))
-    assert scripts == [
-        "00_quickstart.py", "01_pseudolabels.py", "02_train.py", "03_predict.py",
-        "04_evaluate.py",
-    ]  # fmt: skip
-    for name in scripts:
-        text = (EXAMPLES / name).read_text()
-        assert text.startswith('"""') and "--quick" in text
-
-
-def test_quickstart():
-    out = _run("00_quickstart.py")
-    assert "trained 5 steps" in out and "Dice: organ 1" in out
 
 
 @pytest.fixture(autouse=True)
@@ -60,51 +57,109 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
+def test_examples_are_numbered_and_documented():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == SCRIPTS
+    for name in SCRIPTS:
+        text = (EXAMPLES / name).read_text()
+        assert text.startswith('"""') and "python examples/" + name in text
+
+
+def test_quickstart():
+    out = _run("00_quickstart.py", "--quick")
+    assert "trained 5 steps" in out and "Dice: organ 1" in out
+
+
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     """The output folder shared by steps 1-4, in order (each test runs one step)."""
     return tmp_path_factory.mktemp("examples")
 
 
-@pytest.mark.data
-def test_pseudolabels(workflow, chaos_dir, capsys):
-    out = _run_here("01_pseudolabels.py", "--data", str(chaos_dir), "--out", str(workflow),
-                    capsys=capsys)  # fmt: skip
-    assert "patient 10" in out
-    [pseudo] = sorted((workflow / "pseudolabels").iterdir())
-    assert pseudo.name == "image_10.superpixels.nii.gz"
-    labels = load_label_map(pseudo)
-    assert labels.shape == load_volume(chaos_dir / "image_10.nii.gz").shape
+def test_pseudolabels_of_the_shipped_scans(workflow, capsys):
+    out = _run_here("01_pseudolabels.py", "--out", str(workflow), capsys=capsys)
+    assert "patient 8" in out and "patient 2" in out and "shipped" in out
+    files = sorted(p.name.split(".")[0] for p in (workflow / "pseudolabels").iterdir())
+    assert files == ["image_2", "image_8"]
+    from fewshotseg.demo import load_demo_scans
+
+    support, _ = load_demo_scans()
+    [path] = (workflow / "pseudolabels").glob("image_8.*")
+    labels = load_label_map(path)
+    assert labels.shape == support.image.shape
     assert labels.max() >= 10  # about 20 superpixels per slice inside the body
 
 
-@pytest.mark.data
-def test_train(workflow, chaos_dir, capsys):
-    out = _run_here("02_train.py", "--data", str(chaos_dir), "--out", str(workflow),
-                    capsys=capsys)  # fmt: skip
-    assert "step 5 of 5" in out and "computing" not in out  # step 1's pseudolabels were used
-    assert (workflow / "checkpoint" / "last.pt").is_file()
+def test_train_on_the_shipped_scan(workflow, capsys):
+    out = _run_here("02_train.py", "--out", str(workflow), capsys=capsys)
+    assert "step 20 of 20" in out
+    assert "computing" not in out  # step 1's pseudolabels were used
+    from fewshotseg.training import load_checkpoint
+
+    ckpt = load_checkpoint(workflow / "checkpoint" / "last.pt")
+    assert ckpt["step"] == 20 and ckpt["image_size"] == 64 and ckpt["modality"] == "mri"
 
 
-@pytest.mark.data
-def test_predict(workflow, chaos_dir, capsys):
-    if not (workflow / "checkpoint" / "last.pt").is_file():
-        pytest.skip("needs test_train's checkpoint")
-    out = _run_here("03_predict.py", "--data", str(chaos_dir), "--out", str(workflow),
+def test_predict_with_step_2s_checkpoint(workflow, capsys):
+    checkpoint = workflow / "checkpoint" / "last.pt"
+    if not checkpoint.is_file():
+        pytest.skip("needs test_train_on_the_shipped_scan's checkpoint")
+    out = _run_here("03_predict.py", "--checkpoint", str(checkpoint), "--out", str(workflow),
                     capsys=capsys)  # fmt: skip
-    assert "liver: Dice" in out
-    prediction = load_volume(workflow / "prediction_2.nii.gz")
-    query = load_volume(chaos_dir / "image_2.nii.gz")
-    assert prediction.shape == query.shape
+    assert out.count("Dice") == 4 and "liver: Dice" in out
+    [path] = workflow.glob("prediction_2.n*")
+    prediction = load_volume(path)
+    assert prediction.shape == (31, 256, 256)  # the shipped query, patient 2
+    assert set(prediction.array.ravel().tolist()) <= {0, 1, 2, 3, 4}
     assert (workflow / "prediction_2.png").is_file()
 
 
-@pytest.mark.data
-def test_evaluate(workflow, chaos_dir, capsys):
-    if not (workflow / "checkpoint" / "last.pt").is_file():
-        pytest.skip("needs test_train's checkpoint")
-    out = _run_here("04_evaluate.py", "--data", str(chaos_dir), "--out", str(workflow),
+def test_evaluate_with_step_2s_checkpoint(workflow, capsys):
+    checkpoint = workflow / "checkpoint" / "last.pt"
+    if not checkpoint.is_file():
+        pytest.skip("needs test_train_on_the_shipped_scan's checkpoint")
+    out = _run_here("04_evaluate.py", "--checkpoint", str(checkpoint), "--out", str(workflow),
                     capsys=capsys)  # fmt: skip
-    assert "paper: mean Dice" in out and "whole_volume: mean Dice" in out
-    rows = (workflow / "fold0_dice.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 2 * 4  # header + 2 protocols x 4 organs for one query
+    assert "realistic: mean Dice" in out and "paper: mean Dice" in out
+    rows = (workflow / "dice.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2 * 4  # header + 2 protocols x 4 organs for the one query
+
+
+@pytest.mark.parametrize(
+    "script, args, says",
+    [
+        ("01_pseudolabels.py", ["--data", "no/such/folder"], "no/such/folder"),
+        ("02_train.py", ["--data", "no/such/folder"], "no/such/folder"),
+        ("03_predict.py", ["--checkpoint", "no/such.pt"], "02_train.py"),
+        ("04_evaluate.py", ["--checkpoint", "no/such.pt"], "02_train.py"),
+        ("04_evaluate.py", ["--data", "no/such/folder"], "no/such/folder"),
+    ],
+)
+def test_missing_paths_are_one_line(script, args, says, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        _load(script).main([*args, "--out", str(tmp_path)])
+    message = str(exit_info.value.code)
+    assert message.startswith(script) and says in message and "\n" not in message
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["03_predict.py", "04_evaluate.py"])
+def test_shipped_model_examples_with_no_arguments(script, tmp_path):
+    """The bare default: the shipped model on the shipped scans (a minute or two each)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg"}
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / script)], cwd=tmp_path,
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "liver" in done.stdout
+    assert (tmp_path / "fewshotseg-examples").is_dir()  # outputs go under the working folder
+
+
+@pytest.mark.data
+def test_pseudolabels_on_a_chaos_folder(chaos_dir, tmp_path, capsys):
+    out = _run_here("01_pseudolabels.py", "--data", str(chaos_dir), "--out", str(tmp_path),
+                    capsys=capsys)  # fmt: skip
+    assert "patient 10" in out  # fold 0's first training patient
+    [pseudo] = sorted((tmp_path / "pseudolabels").iterdir())
+    assert pseudo.name == "image_10.superpixels.nii.gz"
+    assert load_label_map(pseudo).shape == load_volume(chaos_dir / "image_10.nii.gz").shape
