@@ -396,6 +396,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         del ckpt
     else:
         image_size = image_size or 256
+        torch.manual_seed(config.seed)  # the initial weights are part of a reproducible run
         pool = AdaptiveLocalPrototypePool(local=not args.no_local)
         model = ALPNet(
             backbone=args.backbone or _BACKBONE_BY_PRESET[args.preset],

@@ -128,6 +128,12 @@ class SupportQueryPredictor:
         progress: bool = False,
         modality: str | None = None,
     ) -> None:
+        for name, value in (("image_size", image_size), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(
+                    f"{name} must be an int, got {value!r} ({type(value).__name__}); image_size "
+                    "is the side the model was trained at (e.g. 256)"
+                )
         if image_size < 8 or batch_size < 1:
             raise ValueError(
                 f"need image_size >= 8 and batch_size >= 1, got {image_size}, {batch_size}"
@@ -158,12 +164,14 @@ class SupportQueryPredictor:
 
         Works with `Trainer` checkpoints and with the small fp16 files of `pretrained`.
         """
-        from fewshotseg.training import load_checkpoint
+        from fewshotseg.checkpoints import load_checkpoint, load_model_state
 
         ckpt = load_checkpoint(path)
         model = ALPNet.from_config(ckpt["model_config"])
-        model.load_state_dict(
-            {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
+        load_model_state(
+            model,
+            {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()},
+            source=f"checkpoint {str(path)!r}",
         )
         kwargs.setdefault("image_size", int(ckpt.get("image_size", 256)))
         if ckpt.get("modality") is not None:

@@ -397,6 +397,24 @@ def _read_numpy(path: Path, fmt: str) -> tuple[np.ndarray, tuple[float, ...], np
     return array, spacing, affine
 
 
+def _read_guarded(read: Any, path: Path, expected: str) -> Any:
+    """Run a reader; errors of a truncated or corrupt file name the file and what was expected."""
+    import zipfile
+    import zlib
+
+    try:
+        return read(path)
+    except ImportError:
+        raise
+    except (EOFError, OSError, zlib.error, zipfile.BadZipFile, ValueError) as err:
+        if isinstance(err, ValueError) and str(path) in str(err):
+            raise  # our own message already names the file
+        raise ValueError(
+            f"cannot read {str(path)!r}: expected {expected}, but the file is truncated or "
+            f"corrupt ({type(err).__name__}: {str(err)[:200] or 'no details'}); copy it again"
+        ) from err
+
+
 def load_volume(
     path: str | os.PathLike,
     *,
@@ -449,10 +467,14 @@ def load_volume(
     fmt = _format_of(file)
     if backend == "nibabel" and fmt != "nifti":
         raise ValueError(f"backend='nibabel' reads only NIfTI files, but {str(file)!r} is {fmt}")
+    if file.is_file() and file.stat().st_size == 0:
+        raise ValueError(f"{str(file)!r} is empty (0 bytes); expected a {fmt} image file")
     if fmt == "nifti" and backend in ("auto", "nibabel"):
-        array, spacing, affine = _read_nibabel(file)
+        array, spacing, affine = _read_guarded(_read_nibabel, file, "a complete NIfTI image")
     elif fmt in ("npy", "npz"):
-        array, spacing, affine = _read_numpy(file, fmt)
+        array, spacing, affine = _read_guarded(
+            lambda f: _read_numpy(f, fmt), file, f"a complete numpy .{fmt} file"
+        )
     elif file.is_dir():
         array, spacing, affine = _read_dicom_series(file, series_id)
     else:
@@ -523,7 +545,7 @@ def load_label_map(
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file holds non-integer values.
+        ValueError: if the file holds non-integer or negative values.
 
     Example:
         >>> import tempfile, numpy as np
@@ -535,9 +557,15 @@ def load_label_map(
     """
     volume = load_volume(path, axis=axis, backend=backend)
     try:
-        return to_label_map(volume.array)
+        labels = to_label_map(volume.array)
     except ValueError as err:
         raise ValueError(f"{str(path)!r} is not a label map: {err}") from err
+    if labels.size and labels.min() < 0:
+        raise ValueError(
+            f"{str(path)!r} is not a label map: it has negative values (down to {labels.min()}); "
+            "labels are 0 for background and positive integers for classes"
+        )
+    return labels
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fewshotseg._version import __version__
+from fewshotseg.checkpoints import (
+    RunFolderLock,
+    clean_stale_temp_files,
+    load_checkpoint,
+    load_model_state,
+    save_checkpoint,
+)
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
 
@@ -65,6 +72,9 @@ class TrainConfig:
             docs/benchmarks.md). Weights, optimizer state and
             BatchNorm statistics stay float32 either way.
         seed: seeds the model-side randomness; episodes come from the sampler's own seed.
+            For runs that are bit-identical from the first weight on, build the model after
+            ``torch.manual_seed(seed)`` and give the sampler the same seed, as ``fewshotseg
+            train --seed`` does.
         checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; a run there resumes.
         checkpoint_every: steps between checkpoints (one is always written at the end).
         log_every: steps between log lines.
@@ -323,27 +333,7 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def _atomic_save(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file in the same folder, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by `Trainer` (``weights_only=True``: tensors and plain values)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path.name!r} not found in {path.parent.resolve()}")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "model_config" not in ckpt:
-        raise ValueError(f"{path} is not a fewshotseg checkpoint (no 'model'/'model_config' keys)")
-    return ckpt
+_OPTIMIZER_SETTINGS = ("lr", "lr_step", "lr_gamma", "momentum", "weight_decay")
 
 
 class Trainer:
@@ -414,6 +404,7 @@ class Trainer:
         self.step = 0
         self.best_score = -math.inf
         self.history = TrainHistory()
+        self.config_changes: list[dict[str, Any]] = []
         self._nonfinite_in_a_row = 0
         self._loss = _LossModule(self.model, self.config)
         if self.world_size > 1:
@@ -510,10 +501,26 @@ class Trainer:
 
         Ctrl-C (SIGINT) or SIGTERM stops the run at the end of the current step, saves the
         checkpoint and raises `TrainingInterrupted`; rerunning ``fit`` continues from there.
-        Returns the `TrainHistory`.
+        While it runs, ``fit`` holds an exclusive lock on ``checkpoint_dir``
+        (`fewshotseg.checkpoints.RunFolderLock`; a second training there fails with an error
+        naming the process that holds it) and first removes the temporary files that an
+        interrupted save left there. Returns the `TrainHistory`.
         """
         cfg = self.config
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+        lock = RunFolderLock(ckpt_dir) if ckpt_dir is not None and self.rank == 0 else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if lock is not None:
+                clean_stale_temp_files(ckpt_dir)  # type: ignore[arg-type]
+            return self._fit(ckpt_dir)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self, ckpt_dir: Path | None) -> TrainHistory:
+        cfg = self.config
         if ckpt_dir is not None and (ckpt_dir / CHECKPOINT_NAME).is_file():
             self.load(ckpt_dir / CHECKPOINT_NAME)
             logger.info("resumed from %s at step %d", ckpt_dir / CHECKPOINT_NAME, self.step)
@@ -627,30 +634,66 @@ class Trainer:
             "rng": rng,
             "config": self.config.to_dict(),
             "best_score": self.best_score,
+            "config_changes": list(self.config_changes),
             "version": __version__,
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint atomically (temporary file + rename)."""
-        _atomic_save(self.state_dict(), Path(path))
+        """Write a checkpoint atomically (temporary file + rename), with its content hash."""
+        save_checkpoint(self.state_dict(), Path(path))
 
     def _save_rank0(self, path: Path) -> None:
         if self.rank == 0:
             self.save(path)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore model, optimiser, scheduler, step and RNG from a checkpoint."""
+        """Restore model, optimiser, scheduler, step and RNG from a checkpoint.
+
+        Optimiser settings of this trainer's config that differ from the checkpoint's
+        (``lr``, ``lr_step``, ``lr_gamma``, ``momentum``, ``weight_decay``) win: the learning
+        rate becomes what the new schedule gives at the checkpoint's scheduler step,
+        ``lr * lr_gamma ** (step // lr_step)``, as if the run had used it from the start. The
+        change is logged and recorded in ``config_changes`` (saved in later checkpoints).
+        """
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.model.load_state_dict(ckpt["model"])
+        load_model_state(self.model, ckpt["model"], source=f"checkpoint {str(path)!r}")
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
         self.best_score = float(ckpt.get("best_score", -math.inf))
+        self.config_changes = list(ckpt.get("config_changes", []))
+        saved = ckpt.get("config", {})
+        changed = {
+            k: {"from": saved[k], "to": getattr(self.config, k)}
+            for k in _OPTIMIZER_SETTINGS
+            if k in saved and saved[k] != getattr(self.config, k)
+        }
+        if changed:
+            self._apply_optimizer_settings()
+            self.config_changes.append({"step": self.step, **changed})
+            logger.warning(
+                "resuming %s at step %d with new optimiser settings %s; learning rate now %.3g",
+                path,
+                self.step,
+                ", ".join(f"{k} {v['from']} -> {v['to']}" for k, v in changed.items()),
+                self.optimizer.param_groups[0]["lr"],
+            )
         rng = ckpt.get("rng", {})
         if "torch" in rng:
             torch.set_rng_state(rng["torch"].cpu())
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+
+    def _apply_optimizer_settings(self) -> None:
+        """Make optimiser and scheduler follow ``self.config`` at the scheduler's current step."""
+        cfg, sched = self.config, self.scheduler
+        sched.step_size, sched.gamma = cfg.lr_step, cfg.lr_gamma
+        lr = cfg.lr * cfg.lr_gamma ** (sched.last_epoch // cfg.lr_step)
+        for group in self.optimizer.param_groups:
+            group.update(lr=lr, initial_lr=cfg.lr, momentum=cfg.momentum,
+                         weight_decay=cfg.weight_decay)  # fmt: skip
+        sched.base_lrs = [cfg.lr] * len(self.optimizer.param_groups)
+        sched._last_lr = [lr] * len(self.optimizer.param_groups)
 
     @classmethod
     def resume(

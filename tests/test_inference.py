@@ -246,3 +246,15 @@ def test_matching_random_inputs_give_a_label_map_or_a_clear_error(predictor, dat
         return
     assert out.shape == query.shape
     assert set(np.unique(out).tolist()) <= set(np.unique(mask).tolist()) | {0}
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"image_size": None}, "image_size must be an int, got None"),
+     ({"image_size": 64.0}, "image_size must be an int"),
+     ({"batch_size": "4"}, "batch_size must be an int"),
+     ({"image_size": True}, "image_size must be an int")],
+)  # fmt: skip
+def test_predictor_settings_of_the_wrong_type_are_clear_type_errors(kwargs, match):
+    with pytest.raises(TypeError, match=match):
+        SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), **kwargs)

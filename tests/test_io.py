@@ -283,3 +283,34 @@ def test_sibling_path_examples_and_errors() -> None:
             fio.sibling_path("a.nii", tag)
     with pytest.raises(ValueError, match="dot"):
         fio.sibling_path("a.nii", "x", suffix="png")
+
+
+# ------------------------------------------------------------------- damaged files (issue 16)
+
+
+def test_truncated_and_empty_files_name_the_file(tmp_path: Path) -> None:
+    pytest.importorskip("nibabel")
+    full = fio.save_volume(np.random.default_rng(0).random((4, 20, 20)), tmp_path / "a.nii.gz")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match=r"cut\.nii\.gz.*a complete NIfTI image.*truncated"):
+        fio.load_volume(cut)
+    empty = tmp_path / "empty.nii.gz"
+    empty.touch()
+    with pytest.raises(ValueError, match=r"empty\.nii\.gz.* is empty \(0 bytes\)"):
+        fio.load_volume(empty)
+    npz = fio.save_volume(np.zeros((2, 3, 4)), tmp_path / "b.npz")
+    (tmp_path / "cut.npz").write_bytes(npz.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"cut\.npz.*numpy \.npz file"):
+        fio.load_volume(tmp_path / "cut.npz")
+
+
+def test_load_label_map_rejects_negative_labels(tmp_path: Path) -> None:
+    labels = np.zeros((3, 4, 5))
+    labels[1, 2, 3] = -1
+    np.save(tmp_path / "neg.npy", labels)
+    with pytest.raises(ValueError, match=r"neg\.npy.*negative values \(down to -1\)"):
+        fio.load_label_map(tmp_path / "neg.npy")
+    np.save(tmp_path / "ok.npy", np.abs(labels))
+    assert fio.load_label_map(tmp_path / "ok.npy").min() == 0

@@ -174,7 +174,9 @@ def load_backbone_weights(
             raise FileNotFoundError(
                 f"backbone weights file {path.name!r} not found in {path.parent.resolve()}"
             )
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    from fewshotseg.checkpoints import read_torch_file
+
+    state = read_torch_file(path, what="backbone weights file")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]  # a fewshotseg checkpoint
     if not isinstance(state, dict):
