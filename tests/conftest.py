@@ -1,13 +1,40 @@
-"""Shared test set-up: CHAOS data location and the CUDA skip."""
+"""Shared test set-up: CHAOS data location and the CUDA skip.
+
+The CHAOS T2-SPIR folder (``image_N.nii.gz`` / ``label_N.nii.gz``) is ``$FEWSHOTSEG_CHAOS_DIR``
+when set, else ``../shared/data/chaos_t2spir`` beside the repository. Tests that need it are
+marked ``data`` and skip with the path they looked in (``-ra`` prints the reasons).
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-CHAOS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chaos_t2spir"
+#: The environment variable naming the CHAOS T2-SPIR folder for the ``data`` tests.
+CHAOS_ENV = "FEWSHOTSEG_CHAOS_DIR"
+DEFAULT_CHAOS_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chaos_t2spir"
+
+
+def chaos_dir_from_env(environ: dict[str, str] | os._Environ = os.environ) -> Path:
+    """``$FEWSHOTSEG_CHAOS_DIR`` (``~`` expanded) if set and not empty, else the default."""
+    value = environ.get(CHAOS_ENV, "").strip()
+    return Path(value).expanduser() if value else DEFAULT_CHAOS_DIR
+
+
+CHAOS_DIR = chaos_dir_from_env()
+
+
+def chaos_skip_reason(folder: Path = CHAOS_DIR) -> str | None:
+    """Why the ``data`` tests cannot run (None when they can)."""
+    if (folder / "image_1.nii.gz").is_file():
+        return None
+    return (
+        f"CHAOS T2-SPIR data not found at {folder} (no image_1.nii.gz); set {CHAOS_ENV} "
+        "to the folder to run the data tests"
+    )
 
 
 def pytest_collection_modifyitems(config, items):
@@ -21,7 +48,8 @@ def pytest_collection_modifyitems(config, items):
 
 @pytest.fixture
 def chaos_dir() -> Path:
-    """The CHAOS T2-SPIR folder beside the project; skips the test when it is absent."""
-    if not (CHAOS_DIR / "image_1.nii.gz").is_file():
-        pytest.skip(f"CHAOS data not found at {CHAOS_DIR}")
+    """The CHAOS T2-SPIR folder (``$FEWSHOTSEG_CHAOS_DIR`` or the default); skips when absent."""
+    reason = chaos_skip_reason(CHAOS_DIR)
+    if reason is not None:
+        pytest.skip(reason)
     return CHAOS_DIR

@@ -9,10 +9,11 @@ import pytest
 
 from fewshotseg import datasets as ds
 from fewshotseg import io as fio
+from tests.conftest import CHAOS_DIR, chaos_skip_reason
 
 nib = pytest.importorskip("nibabel")
 
-CHAOS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chaos_t2spir"
+CHAOS = CHAOS_DIR  # $FEWSHOTSEG_CHAOS_DIR or ../shared/data/chaos_t2spir
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -194,8 +195,8 @@ def test_chaos_loader_rejects_foreign_labels(layout: Path) -> None:
 
 @pytest.mark.data
 def test_real_chaos_t2spir() -> None:
-    if not (CHAOS / "image_1.nii.gz").exists():
-        pytest.skip(f"CHAOS T2-SPIR data not found in {CHAOS}")
+    if chaos_skip_reason(CHAOS) is not None:
+        pytest.skip(chaos_skip_reason(CHAOS))
     files = ds.find_cases(CHAOS, "image_*", label_pattern="label_*")
     assert len(files) == 20
     [case] = ds.chaos_t2spir(CHAOS, ids=[1])

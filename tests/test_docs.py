@@ -4,6 +4,7 @@ the README's test command equal to CI's, and (slow, with the [docs] extra) the s
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shutil
 import subprocess
@@ -91,3 +92,31 @@ def test_mkdocs_build_is_strict_clean(tmp_path):
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert ":func:" not in (tmp_path / "site" / "api" / "index.html").read_text()
+
+
+# ----------------------------------------------------------------- the data tests' folder
+def test_chaos_folder_comes_from_the_environment(tmp_path):
+    from tests.conftest import CHAOS_ENV, DEFAULT_CHAOS_DIR, chaos_dir_from_env, chaos_skip_reason
+
+    assert chaos_dir_from_env({CHAOS_ENV: str(tmp_path)}) == tmp_path
+    assert chaos_dir_from_env({CHAOS_ENV: "  "}) == DEFAULT_CHAOS_DIR
+    assert chaos_dir_from_env({}) == DEFAULT_CHAOS_DIR
+    reason = chaos_skip_reason(tmp_path)  # an empty folder: the skip says where and what to set
+    assert reason is not None and str(tmp_path) in reason and CHAOS_ENV in reason
+    (tmp_path / "image_1.nii.gz").write_bytes(b"")
+    assert chaos_skip_reason(tmp_path) is None
+
+
+@pytest.mark.slow  # a pytest in a subprocess (half a minute on two busy cores)
+def test_data_tests_run_on_a_folder_named_by_the_environment(tmp_path):
+    """A subprocess with FEWSHOTSEG_CHAOS_DIR pointing at an empty folder: the data tests
+    skip, and the -ra summary names the folder and the variable."""
+    env = {**os.environ, "FEWSHOTSEG_CHAOS_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         str(REPO / "tests" / "test_demo.py"), "-k", "equal_the_source_files"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:]
+    assert "SKIPPED" in done.stdout and str(tmp_path) in done.stdout
+    assert "FEWSHOTSEG_CHAOS_DIR" in done.stdout

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,8 +27,9 @@ from fewshotseg.evaluation import (
     setting_runs,
     support_slice_indices,
 )
+from tests.conftest import CHAOS_DIR, chaos_skip_reason
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chaos_t2spir"
+DATA = CHAOS_DIR  # $FEWSHOTSEG_CHAOS_DIR or ../shared/data/chaos_t2spir
 
 
 # ------------------------------------------------------------------------------------------
@@ -550,8 +550,8 @@ def test_table_io_errors(tmp_path):
 
 @pytest.mark.data
 def test_chaos_fold0_oracle_and_support_slices():
-    if not (DATA / "label_8.nii.gz").exists():
-        pytest.skip(f"CHAOS data not found in {DATA}")
+    if chaos_skip_reason(DATA) is not None:
+        pytest.skip(chaos_skip_reason(DATA))
     nib = pytest.importorskip("nibabel")
 
     def load(i):
