@@ -26,6 +26,7 @@ import re
 import sys
 import time
 import typing
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -604,12 +605,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             f"({_DATA}); run the demo with your own model: fewshotseg demo --checkpoint PATH "
             "(a checkpoint from 'fewshotseg train')"
         )
+    if args.fold is not None and args.data is None:
+        raise CLIError(
+            "--fold needs --data DIR (a CHAOS folder); the shipped scans are one support and "
+            "one query, not folds"
+        )
     args.pretrained = "chaos-ssl"
     predictor, modality = _load_predictor(args)
     result = run_demo(
         predictor,
         data=args.data,
-        fold=args.fold,
+        fold=args.fold or 0,
         protocol=args.protocol,
         modality=modality,
         overlay=args.out,
@@ -832,11 +838,19 @@ def build_parser() -> argparse.ArgumentParser:
         "tables); whole_volume: every slice scored, chunks still from the query's labels; "
         "realistic: segment_volume with no query labels, every slice scored (what a user gets)",
     )
-    p.add_argument("--setting", type=int, choices=(1, 2), default=1)
+    p.add_argument(
+        "--setting",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="the paper's setting: 1 (default; training may have seen the test organs) or 2 "
+        "(the model was trained with --exclude-classes of one group; scores that group only, "
+        "needs --group)",
+    )
     p.add_argument(
         "--group",
         choices=("upper", "lower"),
-        help="setting 2's test group (upper: liver + spleen, lower: kidneys)",
+        help="with --setting 2: the test group (upper: liver + spleen, lower: kidneys)",
     )
     p.add_argument(
         "--ways",
@@ -860,10 +874,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         help="a CHAOS-layout folder: fold --fold of it (support 8, queries 1, 2, 3, 5 for fold 0)",
     )
-    p.add_argument("--fold", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--fold", type=int, default=None, help="with --data: which fold (0-4, default 0)"
+    )
     p.add_argument("--checkpoint", metavar="PATH", help="your own checkpoint instead")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
-    p.add_argument("--protocol", choices=("paper", "whole_volume"), default="paper")
+    p.add_argument(
+        "--protocol",
+        choices=("paper", "whole_volume"),
+        default="paper",
+        help="paper (default): the query's labels pick the scored slices, as in the paper's "
+        "tables; whole_volume: every slice segmented and scored",
+    )
     p.add_argument(
         "--out",
         default="fewshotseg-demo.png",
@@ -887,6 +909,28 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def stream(self, value: Any) -> None:
         pass
 
+    def emit(self, record: logging.LogRecord) -> None:
+        """Through ``tqdm.write``: an active progress bar is cleared and redrawn below the line
+        instead of the line running into it."""
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # pragma: no cover - as logging.StreamHandler does
+            self.handleError(record)
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for the command line: one log line, no source line."""
+    logger.warning("warning: %s", message)
+
 
 def _setup_logging(args: argparse.Namespace) -> tuple[int, logging.Handler]:
     """Route the library's log records to stderr; returns what to undo afterwards."""
@@ -897,6 +941,17 @@ def _setup_logging(args: argparse.Namespace) -> tuple[int, logging.Handler]:
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
     return previous, handler
+
+
+def _resume_hint(args: argparse.Namespace) -> str:
+    """Where an interrupted run's checkpoint is and how to go on."""
+    folder = getattr(args, "checkpoint_dir", None)
+    if folder is None:
+        return "checkpoint saved, rerun to resume"
+    return (
+        f"checkpoint saved in {Path(folder) / 'last.pt'}; resume with the same command "
+        "(it continues from there)"
+    )
 
 
 def _one_line(err: BaseException) -> str:
@@ -926,13 +981,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     previous, handler = _setup_logging(args)
     try:
-        return int(args.func(args))
+        with warnings.catch_warnings():  # library warnings become log lines (restored after)
+            warnings.showwarning = _log_warning
+            return int(args.func(args))
     except KeyboardInterrupt as stop:
         signum = getattr(stop, "signal_number", None)  # training.TrainingInterrupted
         if signum is None:
             print("fewshotseg: interrupted", file=sys.stderr)
             return 130
-        print(f"fewshotseg: {stop}; checkpoint saved, rerun to resume", file=sys.stderr)
+        print(f"fewshotseg: {stop}; {_resume_hint(args)}", file=sys.stderr)
         return 128 + signum
     except Exception as err:
         if args.debug:

@@ -334,6 +334,9 @@ def _write_overlay(
 def format_report(result: DemoResult, *, device: str = "cpu") -> str:
     """The demo's printout: per-organ Dice (%) per query and their mean, and the time taken.
 
+    The "mean" column (over queries) appears only with several queries; the "mean" row is the
+    mean over organs.
+
     Example:
         >>> from fewshotseg.evaluation import ResultRow
         >>> rows = [ResultRow(scan="2", class_id=1, class_name="liver", dice=0.5)]
@@ -341,9 +344,9 @@ def format_report(result: DemoResult, *, device: str = "cpu") -> str:
         >>> print(format_report(r))  # doctest: +NORMALIZE_WHITESPACE
         fewshotseg demo: CHAOS T2-SPIR (embedded), support patient 8, query patient 2
         protocol paper, 1-way 1-shot, Dice in %
-        organ   query 2   mean
-        liver     50.00  50.00
-        mean      50.00  50.00
+        organ   query 2
+        liver     50.00
+        mean      50.00
         segmented and scored in 1.5 s on cpu
     """
     table = result.table
@@ -352,19 +355,21 @@ def format_report(result: DemoResult, *, device: str = "cpu") -> str:
     names = {r.class_id: r.class_name for r in table}
     dice = {(r.scan, r.class_id): r.dice for r in table}
     per_class = table.per_class()
-    header = ["organ", *[f"query {q}" for q in queries], "mean"]
+    several = len(queries) > 1  # a mean over one query would only repeat it
+    header = ["organ", *[f"query {q}" for q in queries], *(["mean"] if several else [])]
     body = []
     for c in classes:
         body.append(
             [names[c], *[_pct(dice.get((q, c), np.nan)) for q in queries]]
-            + [_pct(per_class.get(c, np.nan))]
+            + ([_pct(per_class.get(c, np.nan))] if several else [])
         )
     scan_means = []
     for q in queries:
         vals = [dice.get((q, c), np.nan) for c in classes]
         vals = [v for v in vals if not np.isnan(v)]
         scan_means.append(float(np.mean(vals)) if vals else np.nan)
-    body.append(["mean", *[_pct(v) for v in scan_means], _pct(table.mean())])
+    overall = [_pct(table.mean())] if several else []
+    body.append(["mean", *[_pct(v) for v in scan_means], *overall])
     widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
     lines = [
         f"fewshotseg demo: CHAOS T2-SPIR ({result.source}), support patient {result.support_id}, "

@@ -282,3 +282,62 @@ def test_predict_needs_a_model(data, capsys):
     assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
                      str(data / "image_2.nii.gz"), "--quiet"]) == 1  # fmt: skip
     assert "--checkpoint" in _error_line(capsys)
+
+
+# ------------------------------------------------------------------------- console polish
+
+
+def test_help_explains_every_evaluate_and_demo_option():
+    parser = cli.build_parser()
+    for command, flags in (("evaluate", ("--protocol", "--setting", "--group")),
+                           ("demo", ("--fold", "--protocol"))):  # fmt: skip
+        sub = parser._subparsers._group_actions[0].choices[command]  # noqa: SLF001
+        helps = {o: a.help for a in sub._actions for o in a.option_strings}  # noqa: SLF001
+        for flag in flags:
+            assert helps[flag] and helps[flag] != "==SUPPRESS==", (command, flag)
+
+
+def test_ctrl_c_during_training_is_one_line_with_the_checkpoint(monkeypatch, tmp_path, capsys):
+    import signal
+
+    from fewshotseg.training import TrainingInterrupted
+
+    def stopped(args):
+        raise TrainingInterrupted(signal.SIGINT, 7)
+
+    monkeypatch.setattr(cli, "_cmd_train", stopped)
+    code = cli.main(["train", "x.nii.gz", "--checkpoint-dir", str(tmp_path / "run"), "--quiet"])
+    assert code == 128 + signal.SIGINT
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "step 7" in line and str(tmp_path / "run" / "last.pt") in line and "resume" in line
+
+
+def test_library_warnings_are_single_log_lines(monkeypatch, capsys):
+    import warnings
+
+    def warns(args):
+        warnings.warn("1 of the 4 slices of image_7.nii.gz is blank", UserWarning, stacklevel=1)
+        return 0
+
+    monkeypatch.setattr(cli, "_cmd_pseudolabel", warns)
+    assert cli.main(["pseudolabel", "x.nii.gz"]) == 0
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == ["warning: 1 of the 4 slices of image_7.nii.gz is blank"]
+    assert warnings.showwarning is not cli._log_warning  # restored afterwards
+
+
+def test_log_lines_do_not_run_into_a_progress_bar(capsys):
+    import logging
+    import sys
+
+    from tqdm import tqdm
+
+    handler = cli._StderrHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    with tqdm(total=3, file=sys.stderr, desc="steps", ascii=True) as bar:
+        bar.update(1)
+        handler.emit(logging.LogRecord("x", logging.INFO, "", 0, "step 1: loss 0.5", None, None))
+        bar.update(1)
+    err = capsys.readouterr().err
+    pieces = [p.strip() for p in err.replace("\r", "\n").split("\n")]
+    assert "step 1: loss 0.5" in pieces  # a line of its own, not appended to the bar

@@ -143,3 +143,24 @@ def test_cli_demo_on_a_chaos_folder(chaos_dir, tiny_checkpoint, tmp_path, capsys
                      "--out", str(tmp_path / "d.png"), "--quiet"]) == 0  # fmt: skip
     out = capsys.readouterr().out
     assert "support patient 8, query patients 1, 2, 3, 5" in out
+
+
+def test_report_has_a_mean_column_only_for_several_queries():
+    from fewshotseg.evaluation import ResultRow, ResultTable
+
+    rows = [ResultRow(scan=q, class_id=1, class_name="liver", dice=d)
+            for q, d in (("2", 0.5), ("3", 0.7))]  # fmt: skip
+    one = demo.DemoResult(ResultTable(rows[:1]), 1.0, "8", ("2",), "paper", "embedded")
+    two = demo.DemoResult(ResultTable(rows), 1.0, "8", ("2", "3"), "paper", "embedded")
+    header_one = demo.format_report(one).splitlines()[2].split()
+    header_two = demo.format_report(two).splitlines()[2].split()
+    assert header_one == ["organ", "query", "2"]
+    assert header_two == ["organ", "query", "2", "query", "3", "mean"]
+    liver_two = demo.format_report(two).splitlines()[3].split()
+    assert liver_two == ["liver", "50.00", "70.00", "60.00"]  # the mean over the two queries
+
+
+def test_cli_demo_fold_needs_data(capsys):
+    assert cli.main(["demo", "--fold", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--fold needs --data" in err[0]
