@@ -274,11 +274,98 @@ def _label_dtype(max_value: int) -> Any:
 # ---------------------------------------------------------------------------- subcommands
 
 
+def _scan_id(path: Path) -> str:
+    """A scan's id as ``evaluate --data`` reads it: ``image_7.nii.gz`` -> ``7``; other names
+    keep their stem (``patient_7.mha`` -> ``patient_7``)."""
+    from fewshotseg.io import split_suffix
+
+    stem = split_suffix(path)[0]
+    return stem[len("image_") :] if stem.startswith("image_") and len(stem) > 6 else stem
+
+
+def _select_scans(scans: list[Path], args: argparse.Namespace) -> list[Path]:
+    """The scans left by ``--fold`` (its training scans: neither its queries nor its support)
+    and ``--exclude``; with ``--show-split``, print the split too."""
+    from fewshotseg.evaluation import cross_validation_folds
+
+    if args.fold is None and not args.exclude and not args.show_split:
+        return scans
+    if getattr(args, "pseudolabels", None) or getattr(args, "exclude_labels", None):
+        raise CLIError(
+            "--fold/--exclude pick scans by id, so they cannot be matched with files listed "
+            "in order (--pseudolabels, --exclude-labels); keep the pseudolabels next to the "
+            "scans or in --pseudolabel-dir"
+        )
+    ids = [_scan_id(s) for s in scans]
+    names = dict(zip(ids, (s.name for s in scans), strict=True))
+    held: dict[str, list[str]] = {}
+    header = f"{len(scans)} scans, no fold"
+    if args.fold is not None:
+        keys: list[Any] = [int(i) for i in ids] if all(i.isdigit() for i in ids) else ids
+        try:
+            folds = cross_validation_folds(keys, args.folds)
+        except ValueError as err:
+            raise CLIError(f"--fold: {err}") from None
+        if not 0 <= args.fold < len(folds):
+            raise CLIError(f"--fold must be in 0..{len(folds) - 1}, got {args.fold}")
+        fold = folds[args.fold]
+        held["support"] = [str(fold.support)]
+        held["queries"] = [str(i) for i in fold.test]
+        header = (
+            f"fold {args.fold} of {args.folds} over {len(scans)} scans (the rule of "
+            "'fewshotseg evaluate --data')"
+        )
+    exclude = [str(e) for e in args.exclude or []]
+    unknown = [e for e in exclude if e not in names and e not in names.values()]
+    if unknown:
+        raise CLIError(
+            f"--exclude {' '.join(unknown)}: no such scan id or file name among the scans "
+            f"(ids: {', '.join(ids)})"
+        )
+    held["excluded"] = [i for i in ids if i in exclude or names[i] in exclude]
+    dropped = {i for group in held.values() for i in group}
+    chosen = [s for s, i in zip(scans, ids, strict=True) if i not in dropped]
+    if args.show_split:
+        print(header)
+        print(f"  train ({len(chosen)}): {', '.join(s.name for s in chosen)}")
+        for what, group in held.items():
+            if group:
+                print(f"  {what} ({len(group)}): {', '.join(names[i] for i in group)}")
+    else:
+        logger.info("%s: %d scan(s) left to train on", header, len(chosen))
+    if not chosen:
+        raise CLIError("--fold/--exclude left no scans")
+    return chosen
+
+
+def _add_fold_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--fold",
+        type=int,
+        default=None,
+        help="keep only this fold's training scans: the scans are cut into --folds folds by "
+        "id (image_N -> N) exactly as 'evaluate --data' does, and the fold's queries and "
+        "support are left out",
+    )
+    p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
+    p.add_argument(
+        "--exclude", nargs="+", metavar="ID", help="leave out these scans (ids or file names)"
+    )
+    p.add_argument(
+        "--show-split",
+        action="store_true",
+        help="print which scans --fold/--exclude keep and leave out, then stop",
+    )
+
+
 def _cmd_pseudolabel(args: argparse.Namespace) -> int:
     from fewshotseg.io import save_volume
     from fewshotseg.superpixels import SuperpixelPseudolabeler, pseudolabel_path
 
     scans = expand_paths(args.scans, skip_tags=(args.tag, PREDICTION_TAG))
+    scans = _select_scans(scans, args)
+    if args.show_split:
+        return 0
     options = {k: getattr(args, k) for k in ("scale", "sigma", "min_size", "body_threshold")}
     labeler = SuperpixelPseudolabeler(
         mode=args.mode, **{k: v for k, v in options.items() if v is not None}
@@ -365,7 +452,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fewshotseg.preprocess import apply_recipe
     from fewshotseg.training import CHECKPOINT_NAME, Trainer, init_distributed, load_checkpoint
 
-    if args.checkpoint_dir is None:
+    if args.checkpoint_dir is None and not args.show_split:
         raise CLIError(
             "train needs --checkpoint-dir DIR (where checkpoints go; a run there resumes)"
         )
@@ -376,6 +463,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     config = _train_config(args)
     scans = expand_paths(args.scans, skip_tags=DERIVED_TAGS)
+    scans = _select_scans(scans, args)
+    if args.show_split:
+        return 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         device = str(init_distributed())
     else:
@@ -701,6 +791,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="write here instead of next to the scans")
     p.add_argument("--tag", default=PSEUDOLABEL_TAG, help=argparse.SUPPRESS)
     p.add_argument("--overwrite", action="store_true", help="recompute existing files")
+    _add_fold_flags(p)
     p.set_defaults(func=_cmd_pseudolabel)
 
     # train
@@ -721,6 +812,7 @@ def build_parser() -> argparse.ArgumentParser:
         "to the scans or in --pseudolabel-dir, else computed now)",
     )
     p.add_argument("--pseudolabel-dir", help="folder of 'fewshotseg pseudolabel --out-dir'")
+    _add_fold_flags(p)
     p.add_argument(
         "--mode",
         choices=("2d", "3d"),

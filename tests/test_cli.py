@@ -341,3 +341,63 @@ def test_log_lines_do_not_run_into_a_progress_bar(capsys):
     err = capsys.readouterr().err
     pieces = [p.strip() for p in err.replace("\r", "\n").split("\n")]
     assert "step 1: loss 0.5" in pieces  # a line of its own, not appended to the bar
+
+
+# ------------------------------------------------------------------ folds for train/pseudolabel
+
+
+@pytest.fixture
+def chaos_like(tmp_path) -> Path:
+    """Empty files named like the 20 CHAOS T2-SPIR scans (only the names are read)."""
+    from fewshotseg.evaluation import CHAOS_PATIENT_IDS
+
+    for i in CHAOS_PATIENT_IDS:
+        (tmp_path / f"image_{i}.nii.gz").touch()
+    return tmp_path
+
+
+def _split(out: str) -> dict[str, list[str]]:
+    rows = [line.strip().split(": ", 1) for line in out.splitlines()[1:]]
+    return {k.split(" (")[0]: v.split(", ") for k, v in rows}
+
+
+@pytest.mark.parametrize("command", ["train", "pseudolabel"])
+@pytest.mark.parametrize("k", [0, 3])
+def test_fold_split_is_evaluates(command, k, chaos_like, capsys):
+    from fewshotseg.evaluation import CHAOS_PATIENT_IDS, cross_validation_folds
+
+    fold = cross_validation_folds(CHAOS_PATIENT_IDS)[k]
+    code = cli.main([command, str(chaos_like / "image_*.nii.gz"), "--fold", str(k),
+                     "--show-split"])  # fmt: skip
+    assert code == 0
+    split = _split(capsys.readouterr().out)
+    assert split["train"] == [f"image_{i}.nii.gz" for i in fold.train]
+    assert split["support"] == [f"image_{fold.support}.nii.gz"]
+    assert split["queries"] == [f"image_{i}.nii.gz" for i in fold.test]
+
+
+def test_exclude_by_id_or_name_and_unknown_ids(chaos_like, capsys):
+    assert cli.main(["train", str(chaos_like / "image_*.nii.gz"), "--exclude", "1",
+                     "image_2.nii.gz", "--show-split"]) == 0  # fmt: skip
+    split = _split(capsys.readouterr().out)
+    assert split["excluded"] == ["image_1.nii.gz", "image_2.nii.gz"]
+    assert len(split["train"]) == 18 and "image_1.nii.gz" not in split["train"]
+    assert cli.main(["train", str(chaos_like / "image_*.nii.gz"), "--exclude", "99",
+                     "--show-split"]) == 1  # fmt: skip
+    assert "--exclude 99" in _error_line(capsys)
+    assert cli.main(["train", str(chaos_like / "image_*.nii.gz"), "--fold", "5",
+                     "--show-split"]) == 1  # fmt: skip
+    assert "0..4" in _error_line(capsys)
+
+
+def test_train_on_a_fold_reads_only_its_training_scans(data, tmp_path, monkeypatch):
+    read = []
+    load = cli._load_scan
+    monkeypatch.setattr(cli, "_load_scan", lambda path, axis: read.append(path.name)
+                        or load(path, axis))  # fmt: skip
+    code = cli.main(["train", str(data / "image_*.nii.gz"), "--fold", "0", "--folds", "3",
+                     "--checkpoint-dir", str(tmp_path / "ckpt"), "--iterations", "1",
+                     "--no-progress", "--quiet", *TINY])  # fmt: skip
+    assert code == 0
+    # three scans in three folds: fold 0 tests scan 1 with support 2, so it trains on 3 only
+    assert read == ["image_3.nii.gz"]
