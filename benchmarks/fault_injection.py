@@ -175,7 +175,7 @@ def _stale(folder: Path, pid: int) -> list[str]:
 
 
 def run(
-    *, kills: int, folder: Path, iterations: int = 400, every: int = 5, pause: float = 0.05,
+    *, kills: int, folder: Path, iterations: int = 1500, every: int = 5, pause: float = 0.05,
     window: float = 1.5, seed: int = 0, fork: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Kill and restart ``kills`` times, finish, compare with an uninterrupted run.
@@ -265,6 +265,7 @@ def run(
     kill_records = records[:-1]
     summary = {
         "kills": kills,
+        "kills_delivered": sum(r["returncode"] == -signal.SIGKILL for r in kill_records),
         "kills_during_save": sum("killed_in_save_of_step" in r for r in kill_records),
         "kills_leaving_a_temp_file": sum(bool(r["temp_left_by_kill"]) for r in kill_records),
         "resumes_from_last_complete_checkpoint": sum(r["resume_ok"] for r in records[1:]),
@@ -288,7 +289,8 @@ def run(
 def passed(summary: dict[str, Any]) -> bool:
     """Every check of `run` held."""
     return (
-        summary["resumes_from_last_complete_checkpoint"] == summary["resumes"]
+        summary["kills_delivered"] == summary["kills"]
+        and summary["resumes_from_last_complete_checkpoint"] == summary["resumes"]
         and summary["checkpoint_on_disk_is_last_completed_save"] == len(summary["records"])
         and summary["stale_temp_files_after_restart"] == 0
         and summary["final_weights_equal_uninterrupted"]
@@ -301,7 +303,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=24)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, default=400)
+    parser.add_argument("--iterations", type=int, default=1500)
     parser.add_argument("--every", type=int, default=5)
     parser.add_argument("--pause", type=float, default=0.05)
     parser.add_argument("--window", type=float, default=1.5)
