@@ -247,8 +247,26 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
                 "installation; pass --checkpoint PATH (a checkpoint from 'fewshotseg train')"
             )
     ckpt = load_checkpoint(path)
-    modality = args.modality or str(ckpt.get("modality", "mri"))
+    trained_on = ckpt.get("modality")
+    modality = args.modality or str(trained_on or "mri")
     del ckpt
+    if args.modality and trained_on and args.modality != trained_on:
+        warnings.warn(
+            f"--modality {args.modality}, but {path.name} was trained with the {trained_on} "
+            "intensity recipe: the network will see inputs unlike its training",
+            UserWarning,
+            stacklevel=2,
+        )
+    data_modality = _dataset_modality(getattr(args, "dataset", None))
+    if data_modality and data_modality != modality:
+        warnings.warn(
+            f"--dataset {args.dataset} is {data_modality.upper()}, but the {modality} "
+            f"intensity recipe is applied ({path.name} was trained on "
+            f"{str(trained_on or 'unknown').upper()} data); pass --modality {data_modality} "
+            "and a model trained on that modality",
+            UserWarning,
+            stacklevel=2,
+        )
     predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
     predictor.modality = modality  # segment_volume applies it to raw volumes itself
     logger.info(
@@ -259,6 +277,16 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
         modality,
     )
     return predictor, modality
+
+
+def _dataset_modality(name: str | None) -> str | None:
+    """``"ct"`` or ``"mri"`` for one of the paper's datasets (by ``DatasetInfo.modality``)."""
+    from fewshotseg.datasets import DATASETS
+
+    info = DATASETS.get(name) if name else None
+    if info is None:
+        return None
+    return "ct" if info.modality.upper().startswith("CT") else "mri"
 
 
 def _label_dtype(max_value: int) -> Any:

@@ -17,6 +17,7 @@ return new numpy arrays. Volumes are ``(D, H, W)`` with the slicing axis first (
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "crop_or_pad",
     "ct",
     "intensity_stats",
+    "looks_like_hounsfield",
     "mri",
     "resample",
     "resample_inplane",
@@ -185,6 +187,25 @@ def mri(
 _zscore = zscore  # `mri` and `ct` shadow the name with their flag
 
 
+def looks_like_hounsfield(volume: Any) -> bool:
+    """Whether a CT volume looks like it is in Hounsfield units: some air (below -500 HU) and a
+    range of at least 500 HU.
+
+    Already windowed or normalised volumes (``[0, 1]``, ``[-125, 275]``, z-scores) and volumes
+    stored with the scanner's offset (air near 0 instead of -1000) fail the test.
+
+    Example:
+        >>> looks_like_hounsfield(np.array([-1000.0, 40.0, 700.0]))
+        True
+        >>> looks_like_hounsfield(np.array([0.0, 0.3, 1.0])), looks_like_hounsfield(
+        ...     np.array([0.0, 1040.0, 1700.0]))
+        (False, False)
+    """
+    array = _as_array(volume)
+    low, high = float(np.min(array)), float(np.max(array))
+    return low < -500.0 and high - low >= 500.0
+
+
 def ct(
     volume: Any,
     *,
@@ -223,6 +244,16 @@ def ct(
     low, high = (float(w) for w in window)
     if not low < high:
         raise ValueError(f"window must be (low, high) with low < high, got {window}")
+    if (low, high) == (-125.0, 275.0) and array.size and not looks_like_hounsfield(array):
+        warnings.warn(
+            f"the CT recipe expects Hounsfield units (air near -1000), but this volume's "
+            f"intensities lie in [{float(array.min()):.4g}, {float(array.max()):.4g}]: already "
+            "windowed or normalised (use modality 'none'), or stored with an offset (subtract "
+            "the rescale intercept, e.g. 1024, first); clipping it to [-125, 275] HU would "
+            "lose its contrast",
+            UserWarning,
+            stacklevel=2,
+        )
     windowed = np.clip(array, low, high).astype(np.float32)
     if not zscore:
         return windowed

@@ -401,3 +401,29 @@ def test_train_on_a_fold_reads_only_its_training_scans(data, tmp_path, monkeypat
     assert code == 0
     # three scans in three folds: fold 0 tests scan 1 with support 2, so it trains on 3 only
     assert read == ["image_3.nii.gz"]
+
+
+# ------------------------------------------------------------------- modality mismatches
+
+
+def _model_args(checkpoint, **kw):
+    import argparse
+
+    base = {"device": "cpu", "image_size": None, "checkpoint": str(checkpoint),
+            "pretrained": None, "modality": None, "amp": False}  # fmt: skip
+    return argparse.Namespace(**{**base, **kw})
+
+
+def test_modality_unlike_the_checkpoints_warns(checkpoint):
+    assert load_checkpoint(checkpoint / "last.pt")["modality"] == "mri"
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cli._load_predictor(_model_args(checkpoint))  # the checkpoint's own recipe: silent
+        cli._load_predictor(_model_args(checkpoint, dataset="chaos_t2spir"))
+    with pytest.warns(UserWarning, match="trained with the mri"):
+        _, modality = cli._load_predictor(_model_args(checkpoint, modality="ct"))
+    assert modality == "ct"  # the user's choice stands
+    with pytest.warns(UserWarning, match="--dataset synapse_ct is CT"):
+        cli._load_predictor(_model_args(checkpoint, dataset="synapse_ct"))

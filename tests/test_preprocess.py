@@ -211,3 +211,19 @@ def test_resample_aligns_pixel_centres_physically() -> None:
     ramp = np.array([[[0.0, 1.0]]])
     out = pp.resample_inplane(ramp, (1.0, 1.0), (1.0, 0.5), order=1)
     np.testing.assert_allclose(out[0, 0], [0.0, 0.25, 0.75, 1.0], atol=1e-6)
+
+
+def test_ct_recipe_warns_on_data_that_is_not_in_hounsfield_units() -> None:
+    import warnings
+
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1024, 1500, size=(2, 8, 8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # real HU: silent
+        pp.ct(hu)
+        pp.ct(hu / 2500 + 0.5, window=(0.2, 0.8))  # an explicit window: the caller knows
+    for not_hu in (hu / 2500 + 0.5, hu + 1024, np.clip(hu, -125, 275)):
+        with pytest.warns(UserWarning, match="Hounsfield"):
+            out = pp.ct(not_hu)
+        assert out.shape == not_hu.shape  # it still applies the recipe
+    assert pp.looks_like_hounsfield(hu) and not pp.looks_like_hounsfield(hu + 1024)
