@@ -147,11 +147,13 @@ def timing(args: argparse.Namespace) -> None:
     path = args.checkpoint or fss.inference._DATA / "chaos_ssl.pt"
     predictor = fss.SupportQueryPredictor.from_checkpoint(path)
     old = VARIANTS["relative depth, every slice (the old segment_volume)"]  # as before 0.2
-    rows = {"old segment_volume": [], "default pipeline": []}
+    configs = {"old segment_volume": old, "default pipeline": VolumeConfig(),
+               "default, 1 shot": VolumeConfig(shots=1)}
+    rows: dict[str, list[float]] = {name: [] for name in configs}
     s_img, s_lab = support.image.array, support.label.astype(np.int64)
     for q in ids[: args.queries or len(ids)]:
         for _ in range(2):
-            for name, config in (("old segment_volume", old), ("default pipeline", VolumeConfig())):
+            for name, config in configs.items():
                 start = time.perf_counter()
                 predictor.segment_volume(s_img, s_lab, cases[q].image.array, config=config,
                                          classes=list(ORGANS))
