@@ -478,7 +478,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from fewshotseg.episodes import AugmentConfig, EpisodeSampler
     from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
     from fewshotseg.preprocess import apply_recipe
-    from fewshotseg.training import CHECKPOINT_NAME, Trainer, init_distributed, load_checkpoint
+    from fewshotseg.training import (
+        _OPTIMIZER_SETTINGS,
+        CHECKPOINT_NAME,
+        Trainer,
+        init_distributed,
+        load_checkpoint,
+    )
 
     if args.checkpoint_dir is None and not args.show_split:
         raise CLIError(
@@ -507,8 +513,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model = ALPNet.from_config(ckpt["model_config"])
         image_size = int(ckpt.get("image_size", image_size or 256))
         modality = str(ckpt.get("modality", modality))
+        # optimiser settings not given again on this command line stay the run's own (a flag
+        # that is given changes them: Trainer.load applies and records it)
+        saved = ckpt.get("config", {})
+        kept = {k: saved[k] for k in _OPTIMIZER_SETTINGS
+                if k in saved and getattr(args, k, None) is None}  # fmt: skip
+        config = dataclasses.replace(config, **kept)
         logger.info(
-            "resuming %s from step %d (model settings from the checkpoint)",
+            "resuming %s from step %d (model and optimiser settings from the checkpoint)",
             resume,
             int(ckpt["step"]),
         )

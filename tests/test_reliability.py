@@ -126,6 +126,25 @@ def test_fit_in_a_folder_with_another_lr_applies_it(tmp_path):
     assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(5e-2)  # lr_step 1000
 
 
+def test_cli_resume_keeps_the_runs_lr_unless_a_flag_changes_it(tmp_path):
+    from fewshotseg import cli
+
+    scan = _scans(tmp_path)
+    run = tmp_path / "run"
+    base = ["train", str(scan), "--checkpoint-dir", str(run), "--backbone", "tiny",
+            "--feature-dim", "8", "--image-size", "32", "--min-foreground", "10",
+            "--no-progress", "--quiet"]  # fmt: skip
+    assert cli.main([*base, "--iterations", "2", "--lr", "0.005", "--lr-gamma", "0.5"]) == 0
+    assert cli.main([*base, "--iterations", "3"]) == 0  # no --lr: the run's own 0.005 stays
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["config"]["lr"] == 0.005 and ckpt["config"]["lr_gamma"] == 0.5
+    assert ckpt["config_changes"] == [] and ckpt["optimizer"]["param_groups"][0]["lr"] == 0.005
+    assert cli.main([*base, "--iterations", "4", "--lr", "0.02"]) == 0  # a flag changes it
+    ckpt = load_checkpoint(run / "last.pt")
+    assert ckpt["config"]["lr"] == 0.02 and ckpt["optimizer"]["param_groups"][0]["lr"] == 0.02
+    assert ckpt["config_changes"] == [{"step": 3, "lr": {"from": 0.005, "to": 0.02}}]
+
+
 # ------------------------------------------------------------------------- run folders
 
 
