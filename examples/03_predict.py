@@ -47,6 +47,7 @@ def load_predictor(checkpoint: Path | None, device: str) -> fss.SupportQueryPred
 
 def run(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.checkpoint, args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:
         support, query = load_demo_scans()
         s_image, s_label, q_image, q_label = support.image, support.label, query.image, query.label

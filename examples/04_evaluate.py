@@ -46,6 +46,7 @@ def load_predictor(checkpoint: Path | None, device: str) -> fss.SupportQueryPred
 
 def run(args: argparse.Namespace) -> None:
     predictor = load_predictor(args.checkpoint, args.device)
+    args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:
         support, query = load_demo_scans()
         queries, fold = [query], None

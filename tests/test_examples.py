@@ -117,10 +117,11 @@ def test_evaluate_with_step_2s_checkpoint(workflow, capsys):
     checkpoint = workflow / "checkpoint" / "last.pt"
     if not checkpoint.is_file():
         pytest.skip("needs test_train_on_the_shipped_scan's checkpoint")
-    out = _run_here("04_evaluate.py", "--checkpoint", str(checkpoint), "--out", str(workflow),
+    out_dir = workflow / "new" / "folder"  # made when missing
+    out = _run_here("04_evaluate.py", "--checkpoint", str(checkpoint), "--out", str(out_dir),
                     capsys=capsys)  # fmt: skip
     assert "realistic: mean Dice" in out and "paper: mean Dice" in out
-    rows = (workflow / "dice.csv").read_text().strip().splitlines()
+    rows = (out_dir / "dice.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2 * 4  # header + 2 protocols x 4 organs for the one query
 
 
