@@ -22,9 +22,9 @@ switch, so it can be measured on and off):
    the protocol's three slices by chunk (``support="chunks"``).
 6. **Merge and clean up in 3D.** A voxel takes the class of highest probability above
    ``threshold`` (0.6: the network is over-confident at organ borders; 0.5 scored 1.8-2.3
-   points lower on the validation patients); then per class the largest 3D connected component is kept
-   (``largest_component``); holes inside it can be filled slice by slice (``fill_holes``, off:
-   it changed the validation Dice by 0.02, the network leaves few holes).
+   points lower on the validation patients); then per class the largest 3D connected
+   component is kept (``largest_component``); holes inside it can be filled slice by slice
+   (``fill_holes``, off: it changed the validation Dice by 0.02, the network leaves few holes).
 
 The defaults were chosen on the training patients of CHAOS fold 0 (their labels used for
 validation only), never on held-out queries; ``docs/results.md`` has the ablation.
