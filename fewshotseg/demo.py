@@ -47,6 +47,7 @@ __all__ = [
     "format_report",
     "load_chaos_fold",
     "load_demo_scans",
+    "most_organs_slice",
     "protocol_slice_prediction",
     "run_demo",
 ]
@@ -240,9 +241,11 @@ def run_demo(
         protocol: ``"paper"`` (score the query's organ range) or ``"whole_volume"``.
         modality: intensity recipe for every scan: ``"mri"`` (clip top 0.5 %, z-score),
             ``"ct"`` or ``"none"``; use the one the model was trained with.
-        overlay: PNG to write (the first query's slice with the most organ voxels: ground truth
-            solid, prediction dashed); ``None`` for none. Skipped with a warning in the log when
-            matplotlib is not installed (``pip install "fewshotseg[viz]"``).
+        overlay: PNG to write (`fewshotseg.viz.support_query_figure`: the support slice
+            showing the most organs with its mask, beside the first query's such slice with
+            its ground truth and the protocol's prediction, and each organ's Dice on that
+            query); ``None`` for none. Skipped with a warning in the log when matplotlib is not
+            installed (``pip install "fewshotseg[viz]"``).
         progress: progress bars over the predict calls.
 
     Returns:
@@ -282,9 +285,11 @@ def run_demo(
     seconds = time.perf_counter() - started
     written = None
     if overlay is not None:
+        dice = {r.class_id: r.dice for r in tables[0]}
         written = _write_overlay(
-            predictor, support, s_img, queries[0], prepared[0], protocol, Path(overlay), names
-        )
+            predictor, support, s_img, queries[0], prepared[0], protocol, Path(overlay), names,
+            dice,
+        )  # fmt: skip
     return DemoResult(
         table=ResultTable.concat(tables),
         seconds=seconds,
@@ -305,30 +310,50 @@ def _write_overlay(
     protocol: str,
     path: Path,
     names: dict[int, str],
+    dice: dict[int, float] | None = None,
 ) -> Path | None:
     try:
-        from fewshotseg.viz import save_overlay
+        from fewshotseg.viz import support_query_figure
     except ImportError:  # pragma: no cover - matplotlib is a test dependency
         logger.warning('overlay skipped: it needs matplotlib, pip install "fewshotseg[viz]"')
         return None
-    counts = np.isin(query.label, DEMO_CLASSES).sum(axis=(1, 2))
-    z = int(np.argmax(counts))
+    z = most_organs_slice(query.label, DEMO_CLASSES)
+    z_s = most_organs_slice(support.label, DEMO_CLASSES)
     pred = protocol_slice_prediction(
         predictor, s_img, support.label, q_img, query.label, z, DEMO_CLASSES, protocol=protocol
     )
     try:
-        return save_overlay(
+        fig = support_query_figure(
+            support.image[z_s],
+            np.where(np.isin(support.label[z_s], DEMO_CLASSES), support.label[z_s], 0),
             query.image[z],
-            query.label[z],
+            np.where(np.isin(query.label[z], DEMO_CLASSES), query.label[z], 0),
             pred,
-            path=path,
             classes=names,
+            dice=dice,
             rot90=1,
-            title=f"query patient {query.id}, slice {z} (truth solid, prediction dashed)",
+            title=f"support patient {support.id}, slice {z_s}  ->  query patient {query.id}, "
+            f"slice {z}  (Dice per organ on this query, {protocol} protocol)",
         )
     except ImportError:  # pragma: no cover
         logger.warning('overlay skipped: it needs matplotlib, pip install "fewshotseg[viz]"')
         return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
+
+
+def most_organs_slice(label: np.ndarray, classes: Sequence[int]) -> int:
+    """The slice showing the most of ``classes``: most classes present, then most voxels.
+
+    Example:
+        >>> lab = np.zeros((3, 4, 4), np.int64); lab[0, :2] = 1; lab[1, 0, 0] = 1; lab[1, 3] = 2
+        >>> most_organs_slice(lab, [1, 2])
+        1
+    """
+    present = np.stack([(label == c).any(axis=(1, 2)) for c in classes]).sum(axis=0)
+    voxels = np.isin(label, classes).sum(axis=(1, 2))
+    return int(np.lexsort((voxels, present))[-1])
 
 
 def format_report(result: DemoResult, *, device: str = "cpu") -> str:

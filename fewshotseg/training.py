@@ -50,6 +50,20 @@ logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
 BEST_NAME = "best.pt"
+#: The run folder's training curve: one row per log line (`fewshotseg.viz.save_training_curve`).
+METRICS_NAME = "metrics.csv"
+METRICS_COLUMNS = ("step", "loss", "seg_loss", "align_loss", "lr", "episodes_per_s", "seconds")
+
+
+def _duration(seconds: float) -> str:
+    """``"42 s"``, ``"12 min"``, ``"1.5 h"``; ``"?"`` when unknown."""
+    if not math.isfinite(seconds):
+        return "?"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class TrainConfig:
             train --seed`` does.
         checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; a run there resumes.
         checkpoint_every: steps between checkpoints (one is always written at the end).
+        snapshot_every: steps between kept snapshots ``step_NNNNNN.pt`` besides ``last.pt``,
+            for a learning curve evaluated afterwards (0 = none).
         log_every: steps between log lines.
         num_workers: DataLoader worker processes building episodes (0 = in the main process).
         max_nonfinite: this many non-finite losses in a row stop training with an error.
@@ -97,6 +113,7 @@ class TrainConfig:
     seed: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every: int = 1000
+    snapshot_every: int = 0
     log_every: int = 100
     num_workers: int = 0
     max_nonfinite: int = 20
@@ -146,6 +163,7 @@ class TrainHistory:
     seg_loss: list[float] = field(default_factory=list)
     align_loss: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    rate: list[float] = field(default_factory=list)
     validation: list[tuple[int, float]] = field(default_factory=list)
     skipped_steps: int = 0
     seconds: float = 0.0
@@ -534,6 +552,7 @@ class Trainer:
         started = time.perf_counter()
         window: list[float] = []
         first_step = self.step
+        window_started, window_first = started, self.step  # it/s over the last log window
         stack = contextlib.ExitStack()
         requested = stack.enter_context(_stop_requests())
         try:
@@ -544,15 +563,21 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{out['loss']:.3f}", align=f"{out['align_loss']:.3f}")
+                if self.step == first_step + min(5, cfg.iterations - first_step):
+                    self._log_eta(first_step, time.perf_counter() - started)
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
-                    self._log(
-                        out, window, (self.step - first_step) / (time.perf_counter() - started)
-                    )
-                    window = []
+                    now = time.perf_counter()
+                    self._log(out, window, (self.step - window_first) / (now - window_started))
+                    self._write_metrics(ckpt_dir, now - started)
+                    window, window_started, window_first = [], now, self.step
                 if cfg.validate_every and self.validate and self.step % cfg.validate_every == 0:
                     self._run_validation(ckpt_dir)
                 if ckpt_dir is not None and self.step % cfg.checkpoint_every == 0:
                     self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
+                if ckpt_dir is not None and cfg.snapshot_every and (
+                    self.step % cfg.snapshot_every == 0
+                ):
+                    self._save_rank0(ckpt_dir / f"step_{self.step:06d}.pt")
                 if self._should_stop(requested) and self.step < cfg.iterations:
                     if ckpt_dir is not None:
                         self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
@@ -584,6 +609,37 @@ class Trainer:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return bool(flag.item())
 
+    def _log_eta(self, first_step: int, seconds: float) -> None:
+        """The time per step measured on this run's first steps, and what it predicts."""
+        done = self.step - first_step
+        if self.rank != 0 or done <= 0:
+            return
+        per_step = seconds / done
+        left = (self.config.iterations - self.step) * per_step
+        logger.info(
+            "%.3g s/step over the first %d step(s) (including warm-up): about %s for the %d "
+            "left",
+            per_step,
+            done,
+            _duration(left),
+            self.config.iterations - self.step,
+        )
+
+    def _write_metrics(self, ckpt_dir: Path | None, seconds: float) -> None:
+        """Append the last logged step to ``metrics.csv`` in the run folder (rank 0)."""
+        if ckpt_dir is None or self.rank != 0 or not self.history.steps:
+            return
+        path = ckpt_dir / METRICS_NAME
+        h = self.history
+        row = [h.steps[-1], h.loss[-1], h.seg_loss[-1], h.align_loss[-1], h.lr[-1]]
+        row += [h.rate[-1] * self.config.batch_size if h.rate else float("nan"), seconds]
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        new = not path.is_file()
+        with path.open("a", encoding="utf-8") as f:
+            if new:
+                f.write(",".join(METRICS_COLUMNS) + "\n")
+            f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
+
     def _log(self, out: dict[str, float], window: list[float], rate: float) -> None:
         finite = [v for v in window if math.isfinite(v)]
         mean = sum(finite) / len(finite) if finite else float("nan")
@@ -593,15 +649,18 @@ class Trainer:
         h.seg_loss.append(out["seg_loss"])
         h.align_loss.append(out["align_loss"])
         h.lr.append(out["lr"])
+        h.rate.append(rate)
         if self.rank == 0:
+            left = (self.config.iterations - self.step) / rate if rate > 0 else float("nan")
             logger.info(
-                "step %d loss %.4f (seg %.4f, align %.4f) lr %.2e, %.2f it/s",
+                "step %d loss %.4f (seg %.4f, align %.4f) lr %.2e, %.2f it/s (recent), eta %s",
                 self.step,
                 mean,
                 out["seg_loss"],
                 out["align_loss"],
                 out["lr"],
                 rate,
+                _duration(left),
             )
 
     def _run_validation(self, ckpt_dir: Path | None) -> None:

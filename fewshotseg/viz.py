@@ -21,7 +21,7 @@ from fewshotseg.io import to_label_map
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["overlay", "save_overlay"]
+__all__ = ["overlay", "save_overlay", "save_training_curve", "support_query_figure"]
 
 logger = logging.getLogger(__name__)
 
@@ -280,4 +280,146 @@ def save_overlay(
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=dpi)
     logger.debug("wrote overlay to %s", out)
+    return out
+
+
+def support_query_figure(
+    support_image: Any,
+    support_label: Any,
+    query_image: Any,
+    query_truth: Any,
+    prediction: Any,
+    *,
+    classes: Mapping[int, str] | None = None,
+    dice: Mapping[int, float] | None = None,
+    rot90: int = 0,
+    title: str | None = None,
+    alpha: float = 0.45,
+) -> Figure:
+    """Few-shot segmentation in one picture: the support slice with its mask, then the query
+    slice with its ground truth and with the prediction, one colour per class.
+
+    Args:
+        support_image: ``(H_s, W_s)`` support slice (any real dtype).
+        support_label: its ``(H_s, W_s)`` integer labels (0 = background).
+        query_image: ``(H, W)`` query slice.
+        query_truth: its ``(H, W)`` integer ground truth.
+        prediction: the ``(H, W)`` predicted labels.
+        classes: label value -> name for the legend; default "class N".
+        dice: label value -> Dice in [0, 1], shown in the legend (e.g. whole-volume scores).
+        rot90: counter-clockwise quarter turns for display (``1`` for NIfTI-order axial slices).
+        title: the figure's title.
+        alpha: opacity of the label colours.
+
+    Returns:
+        A matplotlib ``Figure`` (Agg canvas) with three panels and a legend.
+
+    Example:
+        >>> img = np.zeros((8, 8)); lab = np.zeros((8, 8), int); lab[2:5, 2:5] = 1
+        >>> fig = support_query_figure(img, lab, img, lab, lab, classes={1: "liver"},
+        ...                            dice={1: 1.0})
+        >>> [ax.get_title() for ax in fig.axes]
+        ['support + mask', 'query: ground truth', 'query: prediction']
+    """
+    Figure_, FigureCanvasAgg, colormaps, _ = _import_matplotlib()
+    from matplotlib.patches import Patch
+
+    panels = [
+        ("support + mask", _to_numpy(support_image), to_label_map(_to_numpy(support_label))),
+        ("query: ground truth", _to_numpy(query_image), to_label_map(_to_numpy(query_truth))),
+        ("query: prediction", _to_numpy(query_image), to_label_map(_to_numpy(prediction))),
+    ]
+    for name, image, labels in panels:
+        if image.ndim != 2 or image.shape != labels.shape:
+            raise ValueError(
+                f"{name}: need an (H, W) slice and labels of the same shape, got "
+                f"{image.shape} and {labels.shape}"
+            )
+    present = sorted({int(v) for _, _, lab in panels for v in np.unique(lab)} - {0})
+    colours = _class_colours(present, classes, colormaps)
+    fig = Figure_(figsize=(12.0 + 2.2, 4.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 3)
+    for ax, (name, image, labels) in zip(axes, panels, strict=True):
+        picture = np.rot90(image.astype(np.float64), rot90)
+        labels = np.rot90(labels, rot90)
+        finite = picture[np.isfinite(picture)]
+        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
+        ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
+        rgba = np.zeros((*labels.shape, 4))
+        for value, colour in colours.items():
+            rgba[labels == value] = (*colour[:3], alpha)
+        ax.imshow(rgba, interpolation="nearest")
+        ax.set_title(name)
+        ax.set_axis_off()
+    handles = []
+    for value in present:
+        label = (classes or {}).get(value, f"class {value}")
+        if dice is not None and value in dice and np.isfinite(dice[value]):
+            label += f": Dice {100 * dice[value]:.1f} %"
+        handles.append(Patch(facecolor=colours[value], alpha=alpha, label=label))
+    if handles:
+        axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        fontsize="small")  # fmt: skip
+    if title is not None:
+        fig.suptitle(title)
+    return fig
+
+
+def save_training_curve(run: str | os.PathLike, path: str | os.PathLike | None = None) -> Path:
+    """Plot a run's ``metrics.csv`` (written by `fewshotseg.training.Trainer`) to a PNG.
+
+    Left: the loss, its segmentation and alignment parts against the step (log scale). Right:
+    the learning rate and the training speed (episodes per second over each log window).
+
+    Args:
+        run: the run folder (the trainer's ``checkpoint_dir``) or the CSV file itself.
+        path: the image to write; default ``metrics.png`` beside the CSV.
+
+    Returns:
+        The path written.
+
+    Raises:
+        FileNotFoundError: no ``metrics.csv`` there (a run logs it at every log step).
+        ImportError: without matplotlib.
+
+    Example:
+        >>> import tempfile
+        >>> d = Path(tempfile.mkdtemp())
+        >>> _ = (d / "metrics.csv").write_text(
+        ...     "step,loss,seg_loss,align_loss,lr,episodes_per_s,seconds\\n"
+        ...     "10,1.2,0.7,0.5,0.001,3.5,3\\n20,0.9,0.5,0.4,0.001,3.6,6\\n")
+        >>> save_training_curve(d).name
+        'metrics.png'
+    """
+    Figure_, FigureCanvasAgg, _, _ = _import_matplotlib()
+    source = Path(run)
+    csv = source / "metrics.csv" if source.is_dir() else source
+    if not csv.is_file():
+        raise FileNotFoundError(
+            f"no training metrics at {csv}; a run writes metrics.csv into its checkpoint folder"
+        )
+    data = np.genfromtxt(csv, delimiter=",", names=True, ndmin=1)
+    if data.size == 0:
+        raise ValueError(f"{csv} has no rows yet")
+    fig = Figure_(figsize=(11.0, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    left, right = fig.subplots(1, 2)
+    for column, style in (("loss", "-"), ("seg_loss", "--"), ("align_loss", ":")):
+        left.plot(data["step"], data[column], style, label=column.replace("_", " "))
+    left.set_yscale("log")
+    left.set_xlabel("step")
+    left.set_title("loss")
+    left.legend(fontsize="small")
+    right.plot(data["step"], data["episodes_per_s"], color="tab:green")
+    right.set_xlabel("step")
+    right.set_ylabel("episodes / s (recent)", color="tab:green")
+    lr_axis = right.twinx()
+    lr_axis.plot(data["step"], data["lr"], color="tab:purple", linestyle="--")
+    lr_axis.set_ylabel("learning rate", color="tab:purple")
+    right.set_title("speed and learning rate")
+    fig.suptitle(f"training curve: {csv.parent.name}")
+    out = Path(path) if path is not None else csv.with_suffix(".png")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
     return out

@@ -86,3 +86,18 @@ def test_errors() -> None:
         viz.overlay(image, truth + 0.5)
     with pytest.raises(ValueError, match="alpha"):
         viz.overlay(image, truth, alpha=0.0)
+
+
+def test_support_query_figure_names_organs_with_their_dice() -> None:
+    from fewshotseg.viz import support_query_figure
+
+    support, s_lab = np.zeros((10, 12)), np.zeros((10, 12), int)
+    s_lab[1:4, 1:4], s_lab[6:9, 6:9] = 1, 2
+    query, truth = np.ones((8, 8)), np.zeros((8, 8), int)
+    truth[2:5, 2:5] = 1
+    names, dice = {1: "liver", 2: "spleen"}, {1: 0.5, 2: float("nan")}
+    fig = support_query_figure(support, s_lab, query, truth, truth, classes=names, dice=dice)
+    legend = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert legend == ["liver: Dice 50.0 %", "spleen"]  # no score shown for an unscored organ
+    with pytest.raises(ValueError, match="query: prediction"):
+        support_query_figure(support, s_lab, query, truth, truth[:4])
