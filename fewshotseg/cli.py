@@ -619,11 +619,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     counts = {int(c): int((prediction == c).sum()) for c in classes}
     print(f"wrote {out} ({query.shape[0]} slices in {seconds:.1f} s; voxels per class {counts})")
     if args.overlay:
-        from fewshotseg.viz import save_overlay
+        from fewshotseg.viz import overlay_slices, spread_slices
 
-        png = save_overlay(query.array, None, prediction, path=args.overlay, rot90=1)
-        print(f"wrote {png}")
+        names = _class_names(args, classes)
+        # slices spread over the query extent the support was matched to (what was segmented)
+        zs = spread_slices(prediction, 3)
+        fig = overlay_slices(query.array, prediction, zs, classes=names, rot90=1,
+                             title=f"{query_path.name}: prediction")  # fmt: skip
+        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.overlay, dpi=100)
+        print(f"wrote {args.overlay} (slices {', '.join(map(str, zs))})")
     return 0
+
+
+def _class_names(args: argparse.Namespace, classes: Sequence[int]) -> dict[int, str]:
+    """Names for the overlay's legend: ``--class-names``, else ``--dataset``'s, else "class N"."""
+    from fewshotseg.datasets import DATASETS
+
+    names = {int(c): f"class {c}" for c in classes}
+    if getattr(args, "dataset", None):
+        names.update({c: n for c, n in DATASETS[args.dataset].classes.items() if c in names})
+    for item in getattr(args, "class_names", None) or []:
+        value, sep, name = item.partition("=")
+        if not sep or not value.strip().isdigit() or not name.strip():
+            raise CLIError(f"--class-names takes VALUE=NAME items (e.g. 1=liver), got {item!r}")
+        names[int(value)] = name.strip()
+    return names
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -926,7 +947,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("support_label", help="its label file")
     p.add_argument("query", help="query scan")
     p.add_argument("-o", "--out", help="label file to write (default: QUERY.prediction.<suffix>)")
-    p.add_argument("--overlay", metavar="PNG", help="also write an overlay PNG")
+    p.add_argument(
+        "--overlay",
+        metavar="PNG",
+        help="also write an overlay PNG: three slices spread over the segmented extent",
+    )
+    p.add_argument(
+        "--class-names",
+        nargs="+",
+        metavar="VALUE=NAME",
+        help="names for the overlay's legend, e.g. 1=liver 4=spleen",
+    )
+    p.add_argument(
+        "--dataset",
+        choices=("chaos_t2spir", "synapse_ct", "mscmrseg_bssfp"),
+        help="take the class names from one of the paper's datasets (and warn when its "
+        "modality differs from the model's)",
+    )
     p.add_argument(
         "--classes",
         type=int,

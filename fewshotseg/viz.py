@@ -21,7 +21,14 @@ from fewshotseg.io import to_label_map
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["overlay", "save_overlay", "save_training_curve", "support_query_figure"]
+__all__ = [
+    "overlay",
+    "overlay_slices",
+    "save_overlay",
+    "save_training_curve",
+    "spread_slices",
+    "support_query_figure",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -423,3 +430,88 @@ def save_training_curve(run: str | os.PathLike, path: str | os.PathLike | None =
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
     return out
+
+
+def spread_slices(labels: Any, count: int = 3) -> list[int]:
+    """``count`` slices spread evenly over the extent of a label map's foreground (its first to
+    last labelled slice), e.g. the query slices a support-matched segmentation covers.
+
+    Example:
+        >>> lab = np.zeros((20, 4, 4), int); lab[4:15, 1, 1] = 2
+        >>> spread_slices(lab, 3)
+        [6, 9, 12]
+    """
+    mask = _to_numpy(labels)
+    if mask.ndim != 3:
+        raise ValueError(f"labels must be a (D, H, W) volume, got shape {mask.shape}")
+    filled = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    low, high = (int(filled[0]), int(filled[-1])) if filled.size else (0, mask.shape[0] - 1)
+    picks = np.linspace(low, high, count + 2)[1:-1] if high > low else np.full(count, low)
+    return sorted({int(round(z)) for z in picks})
+
+
+def overlay_slices(
+    image: Any,
+    labels: Any,
+    slice_indices: list[int],
+    *,
+    classes: Mapping[int, str] | None = None,
+    rot90: int = 0,
+    alpha: float = 0.45,
+    title: str | None = None,
+) -> Figure:
+    """Several slices of a volume side by side, labels filled in colour, classes named.
+
+    Args:
+        image: ``(D, H, W)`` volume.
+        labels: ``(D, H, W)`` integer labels (a prediction, say).
+        slice_indices: which slices, one panel each.
+        classes: label value -> name for the legend; default "class N".
+        rot90: counter-clockwise quarter turns for display.
+        alpha: opacity of the colours.
+        title: the figure's title.
+
+    Example:
+        >>> vol = np.zeros((5, 8, 8)); lab = np.zeros((5, 8, 8), int); lab[1:4, 2:5, 2:5] = 1
+        >>> fig = overlay_slices(vol, lab, [1, 3], classes={1: "liver"})
+        >>> [ax.get_title() for ax in fig.axes]
+        ['slice 1', 'slice 3']
+    """
+    Figure_, FigureCanvasAgg, colormaps, _ = _import_matplotlib()
+    from matplotlib.patches import Patch
+
+    volume, label_map = _to_numpy(image), to_label_map(_to_numpy(labels))
+    if volume.ndim != 3 or volume.shape != label_map.shape:
+        raise ValueError(
+            f"need a (D, H, W) image and labels of its shape, got {volume.shape} and "
+            f"{label_map.shape}"
+        )
+    if not slice_indices or any(not 0 <= z < volume.shape[0] for z in slice_indices):
+        raise ValueError(f"slice_indices must be in 0..{volume.shape[0] - 1}, got {slice_indices}")
+    present = sorted({int(v) for z in slice_indices for v in np.unique(label_map[z])} - {0})
+    colours = _class_colours(present, classes, colormaps)
+    fig = Figure_(figsize=(4.0 * len(slice_indices) + 2.0, 4.3), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(slice_indices), squeeze=False)[0]
+    for ax, z in zip(axes, slice_indices, strict=True):
+        picture = np.rot90(volume[z].astype(np.float64), rot90)
+        lab = np.rot90(label_map[z], rot90)
+        finite = picture[np.isfinite(picture)]
+        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
+        ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
+        rgba = np.zeros((*lab.shape, 4))
+        for value, colour in colours.items():
+            rgba[lab == value] = (*colour[:3], alpha)
+        ax.imshow(rgba, interpolation="nearest")
+        ax.set_title(f"slice {z}")
+        ax.set_axis_off()
+    handles = [
+        Patch(facecolor=colours[v], alpha=alpha, label=(classes or {}).get(v, f"class {v}"))
+        for v in present
+    ]
+    if handles:
+        axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                        fontsize="small")  # fmt: skip
+    if title is not None:
+        fig.suptitle(title)
+    return fig

@@ -427,3 +427,50 @@ def test_modality_unlike_the_checkpoints_warns(checkpoint):
     assert modality == "ct"  # the user's choice stands
     with pytest.warns(UserWarning, match="--dataset synapse_ct is CT"):
         cli._load_predictor(_model_args(checkpoint, dataset="synapse_ct"))
+
+
+# ----------------------------------------------------------------------- predict's overlay
+
+
+def test_overlay_names_classes_and_shows_slices_over_the_segmented_extent(
+    data, checkpoint, tmp_path, capsys, monkeypatch
+):
+    import fewshotseg.viz as viz
+
+    drawn = {}
+    draw = viz.overlay_slices
+
+    def spy(image, labels, zs, **kw):
+        drawn.update(zs=zs, classes=kw["classes"], labels=np.asarray(labels))
+        return draw(image, labels, zs, **kw)
+
+    monkeypatch.setattr(viz, "overlay_slices", spy)
+    png = tmp_path / "o.png"
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
+                     "-o", str(tmp_path / "p.nii.gz"), "--overlay", str(png),
+                     "--dataset", "chaos_t2spir", "--class-names", "2=kidney",
+                     "--quiet"]) == 0  # fmt: skip
+    assert png.stat().st_size > 1000
+    assert drawn["classes"] == {1: "liver", 2: "kidney"}  # the dataset's, then the user's
+    filled = np.flatnonzero(drawn["labels"].any(axis=(1, 2)))
+    if filled.size:  # every slice shown lies inside the segmented extent
+        assert all(filled[0] <= z <= filled[-1] for z in drawn["zs"])
+    assert f"slices {', '.join(map(str, drawn['zs']))}" in capsys.readouterr().out
+
+
+def test_spread_slices_cover_the_extent_evenly():
+    from fewshotseg.viz import spread_slices
+
+    labels = np.zeros((30, 2, 2), int)
+    labels[10:21, 0, 0] = 1
+    assert spread_slices(labels, 3) == [12, 15, 18]
+    assert spread_slices(np.zeros((5, 2, 2), int), 3) == [1, 2, 3]  # nothing: the whole volume
+
+
+def test_bad_class_names_are_one_line(data, checkpoint, tmp_path, capsys):
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
+                     "-o", str(tmp_path / "p.nii.gz"), "--overlay", str(tmp_path / "o.png"),
+                     "--class-names", "liver", "--quiet"]) == 1  # fmt: skip
+    assert "VALUE=NAME" in _error_line(capsys)
