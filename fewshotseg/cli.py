@@ -572,9 +572,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
             f"trained to step {trainer.step} of {config.iterations} in "
             f"{time.perf_counter() - started:.1f} s on {device}{final}; checkpoint: {resume}"
         )
+        _plot_training_curve(Path(args.checkpoint_dir))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     return 0
+
+
+def _plot_training_curve(run: Path) -> None:
+    """``metrics.png`` beside the run's ``metrics.csv``, when matplotlib is installed."""
+    if not (run / "metrics.csv").is_file():
+        return
+    try:
+        from fewshotseg.viz import save_training_curve
+
+        print(f"training curve: {save_training_curve(run)} (from {run / 'metrics.csv'})")
+    except ImportError:
+        logger.info('no training curve PNG without matplotlib: pip install "fewshotseg[viz]"')
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

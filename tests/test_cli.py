@@ -474,3 +474,11 @@ def test_bad_class_names_are_one_line(data, checkpoint, tmp_path, capsys):
                      "-o", str(tmp_path / "p.nii.gz"), "--overlay", str(tmp_path / "o.png"),
                      "--class-names", "liver", "--quiet"]) == 1  # fmt: skip
     assert "VALUE=NAME" in _error_line(capsys)
+
+
+def test_train_leaves_metrics_and_a_curve_in_the_run_folder(checkpoint):
+    # the module's checkpoint fixture trained 2 steps; log_every is 100, so the last step logged
+    rows = (checkpoint / "metrics.csv").read_text().strip().splitlines()
+    assert rows[0].startswith("step,loss,seg_loss,align_loss,lr,episodes_per_s")
+    assert [r.split(",")[0] for r in rows[1:]] == ["2"]
+    assert (checkpoint / "metrics.png").stat().st_size > 5000
