@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> None:
         spacings=[spacing for _, _, spacing, _ in scans],
         workers=args.workers,
         progress=False,
+        names=[f"patient {scan_id}" for scan_id, _, _, _ in scans],
     )
     folder = args.out / "pseudolabels"
     for (scan_id, _, spacing, volume), lab in zip(scans, labels, strict=True):

@@ -416,6 +416,7 @@ def _cmd_pseudolabel(args: argparse.Namespace) -> int:
         spacings=[v.spacing for v in volumes],
         workers=args.workers,
         progress=not args.quiet,
+        names=[scan.name for scan, _ in targets],
     )
     for (_, target), volume, lab in zip(targets, volumes, labels, strict=True):
         save_volume(lab.astype("int32"), target, like=volume)
@@ -466,10 +467,17 @@ def _pseudolabels_for(args: argparse.Namespace, volumes: list[Any]) -> list[Any]
             spacings=[volumes[i].spacing for i in missing],
             workers=args.workers,
             progress=not args.quiet,
+            names=[_volume_name(volumes[i], i) for i in missing],
         )
         for i, lab in zip(missing, computed, strict=True):
             found[i] = lab
     return found
+
+
+def _volume_name(volume: Any, index: int) -> str:
+    """A scan's file name for messages (``image_7.nii.gz``), else ``scan <index>``."""
+    path = getattr(volume, "path", None)
+    return Path(path).name if path is not None else f"scan {index}"
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

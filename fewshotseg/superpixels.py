@@ -227,6 +227,7 @@ class SuperpixelPseudolabeler:
         spacings: Sequence[Sequence[float] | None] | None = None,
         workers: int | None = None,
         progress: bool = True,
+        names: Sequence[str] | None = None,
     ) -> list[np.ndarray]:
         """Label several slices/volumes in parallel processes.
 
@@ -240,6 +241,7 @@ class SuperpixelPseudolabeler:
             workers: number of processes; ``None`` = the CPUs available to this process; ``1``
                 runs in this process.
             progress: show a tqdm bar (slices in 2D mode, volumes in 3D mode).
+            names: one name per volume (e.g. its file name) for warnings; default "volume i".
 
         Returns:
             list of int32 label maps, one per volume, in input order.
@@ -257,6 +259,8 @@ class SuperpixelPseudolabeler:
                     f"got {len(spacings_list)} spacings for {len(images)} volumes; pass one "
                     "spacing (or None) per volume"
                 )
+        if names is not None and len(names) != len(images):
+            raise ValueError(f"got {len(names)} names for {len(images)} volumes; pass one each")
         checked = [_check_spacing(s, im.ndim) for s, im in zip(spacings_list, images, strict=True)]
         if self.mode == "3d" and any(
             sp is None and im.ndim == 3 for sp, im in zip(checked, images, strict=True)
@@ -317,7 +321,10 @@ class SuperpixelPseudolabeler:
                 bar.close()
         for i, n_constant in enumerate(constant):
             if n_constant:
-                _warn_constant(images[i].shape, n_constant, self._n_units(images[i]), index=i)
+                _warn_constant(
+                    images[i].shape, n_constant, self._n_units(images[i]), index=i,
+                    name=None if names is None else str(names[i]),
+                )  # fmt: skip
         return outputs
 
     # ----------------------------------------------------------------------------------------
@@ -545,9 +552,15 @@ def _warn_isotropic() -> None:
 
 
 def _warn_constant(
-    shape: tuple[int, ...], n_constant: int, n_total: int, index: int | None = None
+    shape: tuple[int, ...],
+    n_constant: int,
+    n_total: int,
+    index: int | None = None,
+    name: str | None = None,
 ) -> None:
     where = f"the image of shape {shape}" if index is None else f"volume {index} {shape}"
+    if name is not None:
+        where = f"{name} {shape}"
     if n_total > 1:
         where = f"{n_constant} of the {n_total} slices of {where}"
     warnings.warn(

@@ -373,3 +373,14 @@ def test_label_many_warns_once_per_volume_with_constant_slices():
     assert messages[0].startswith("1 of the 3 slices of volume 0")
     assert messages[1].startswith("2 of the 9 slices of volume 1")
     assert not out[1][[0, 5]].any()
+
+
+def test_label_many_warnings_name_the_volume():
+    blank = np.zeros((2, 16, 16), np.float32)
+    body = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"of image_7\.nii\.gz \(2, 16, 16\): a single"):
+        SuperpixelPseudolabeler(min_size=4).label_many(
+            [body, blank], workers=1, progress=False, names=["image_3.nii.gz", "image_7.nii.gz"]
+        )
+    with pytest.raises(ValueError, match="names"):
+        SuperpixelPseudolabeler().label_many([body], progress=False, names=["a", "b"])
