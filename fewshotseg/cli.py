@@ -906,7 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset",
         choices=("cpu", "paper"),
         default="cpu",
-        help="cpu: resnet18, 8000 steps (about an hour on 2 cores); paper: "
+        help="cpu: resnet18, 8000 steps (20-90 min on 2 cores depending on the CPU; the log "
+        "gives the measured time per step and an ETA after 5 steps); paper: "
         "deeplabv3_resnet101, 100k steps (a GPU; add --backbone-weights coco as the "
         "paper did). Default cpu",
     )
