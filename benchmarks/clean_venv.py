@@ -2,7 +2,7 @@
 arguments, every command's ``--help`` and ``fewshotseg demo``; fails on any traceback.
 
     python benchmarks/clean_venv.py                 # build the wheel, fresh venv, CPU-only torch
-    python benchmarks/clean_venv.py --torch-index default   # torch from PyPI (the CUDA build)
+    python benchmarks/clean_venv.py --torch-index default   # torch from pip's configured index
     python benchmarks/clean_venv.py --extras viz    # the wheel with an extra ("viz", "io,viz")
     python benchmarks/clean_venv.py --python .venv/bin/python   # no install: check this env
     python benchmarks/clean_venv.py --fast          # skip the minute-long steps (03, 04, demo)
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--venv", type=Path, help="where to make the venv (default: a temp dir)")
     parser.add_argument("--torch-index", default=CPU_TORCH_INDEX,
                         help=f"index for torch/torchvision (default {CPU_TORCH_INDEX}; "
-                        "'default': PyPI's)")  # fmt: skip
+                        "'default': pip's configured index, e.g. PyPI or a mirror)")  # fmt: skip
     parser.add_argument("--extras", default="", help="extras of the wheel, e.g. viz or io,viz")
     parser.add_argument("--fast", action="store_true", help=f"skip {', '.join(sorted(SLOW))}")
     args = parser.parse_args(argv)

@@ -154,7 +154,8 @@ def test_stale_temporary_files_are_removed_on_start(tmp_path):
     keep = tmp_path / "notes.tmp"
     keep.write_text("not ours")
     _trainer(tmp_path, iterations=1).fit()
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "last.pt", "notes.tmp"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".lock", "last.pt", "metrics.csv", "notes.tmp"]  # metrics.csv: issue 17
 
 
 def test_a_second_training_in_the_same_folder_is_refused(tmp_path):
