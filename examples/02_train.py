@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 import fewshotseg as fss
 from fewshotseg.demo import load_demo_scans
 from fewshotseg.models.backbones import coco_weights_path
@@ -63,6 +65,7 @@ def run(args: argparse.Namespace) -> None:
         config = fss.TrainConfig.cpu_preset(checkpoint_dir=checkpoint_dir, **overrides)
     else:  # a tiny budget: the loop end to end in seconds
         image_size, backbone, weights = 64, "tiny", None
+        torch.set_num_threads(1)  # a tiny network: more threads only add synchronisation
         config = fss.TrainConfig(
             iterations=args.iterations or 20,
             checkpoint_dir=checkpoint_dir,
