@@ -53,3 +53,15 @@ def chaos_dir() -> Path:
     if reason is not None:
         pytest.skip(reason)
     return CHAOS_DIR
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny tensors on two shared cores run far faster without
+    intra-op threads (oversubscription). Test modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+

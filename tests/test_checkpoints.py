@@ -21,13 +21,7 @@ from fewshotseg.checkpoints import (
 from fewshotseg.inference import _DATA, PRETRAINED
 from fewshotseg.training import TrainConfig, Trainer
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def _checkpoint(**extra):

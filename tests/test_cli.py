@@ -18,13 +18,7 @@ from fewshotseg.training import TrainConfig, load_checkpoint
 TINY = ["--backbone", "tiny", "--feature-dim", "8", "--image-size", "32", "--min-foreground", "10"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Two shared cores: one torch thread avoids oversubscription (10x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def _scan(seed: int, shift: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -12,13 +12,7 @@ from fewshotseg import cli, demo
 from fewshotseg.evaluation import query_chunks, support_slice_indices
 from fewshotseg.models import ALPNet
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")

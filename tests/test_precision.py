@@ -34,13 +34,7 @@ CPU implementer\t: 0x41
 ARM_PLAIN = "processor\t: 0\nFeatures\t: fp asimd evtstrm crc32\n"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: on a busy 2-core machine two threads oversubscribe (many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 @pytest.mark.parametrize(

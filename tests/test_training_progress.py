@@ -8,18 +8,11 @@ import logging
 import time
 
 import pytest
-import torch
 
 from fewshotseg.training import METRICS_COLUMNS, TrainConfig, Trainer, _duration, load_checkpoint
 from tests.test_training import make_sampler, tiny_model
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 def _fit(tmp_path, caplog, **config):

@@ -14,13 +14,7 @@ from fewshotseg import ALPNet, SupportQueryPredictor, evaluation
 from fewshotseg.preprocess import mri
 from fewshotseg.volume import VolumeConfig, align_slices, clean_up, dtw_path, segment_volume
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 @pytest.fixture(scope="module")
