@@ -6,11 +6,12 @@ few labelled support slices, with no retraining.
 
 Submodules: `fewshotseg.io` (volumes in and out), `fewshotseg.preprocess` (the paper's
 recipes), `fewshotseg.datasets` (folder and CHAOS-layout loaders), `fewshotseg.metrics`,
-`fewshotseg.evaluation` (few-shot protocols, folds, result tables) and `fewshotseg.viz`
-(overlays; needs the ``viz`` extra).
+`fewshotseg.evaluation` (few-shot protocols, folds, result tables), `fewshotseg.volume`
+(whole-volume segmentation without query labels) and `fewshotseg.viz` (overlays; needs the
+``viz`` extra).
 """
 
-from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess
+from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess, volume
 from fewshotseg._version import __version__
 from fewshotseg.episodes import (
     AugmentConfig,
@@ -59,4 +60,5 @@ __all__ = [
     "metrics",
     "precision",
     "preprocess",
+    "volume",
 ]
