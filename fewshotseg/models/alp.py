@@ -39,6 +39,11 @@ class Prototypes:
         members: ``(B, N + 1, K)`` bool; ``members[b, c, k]`` says prototype ``k`` belongs to
             class ``c`` (0 = background). A class with no member scores 0 everywhere (a zero
             prototype, as the reference's guarded masked average gives).
+
+    Example:
+        >>> p = Prototypes(torch.randn(1, 5, 8), torch.ones(1, 3, 5, dtype=torch.bool))
+        >>> p.num_classes, tuple(p.features.shape)
+        (3, (1, 5, 8))
     """
 
     features: Tensor
@@ -50,7 +55,17 @@ class Prototypes:
         return self.members.shape[1]
 
     def expand(self, batch: int) -> Prototypes:
-        """Repeat a pooled support set of batch 1 for ``batch`` query items (no copy)."""
+        """Repeat a pooled support set of batch 1 for ``batch`` query items (no copy).
+
+        Returns:
+            `Prototypes` with ``features`` ``(batch, K, C)`` and ``members``
+            ``(batch, N + 1, K)``, views of this one's.
+
+        Example:
+            >>> p = Prototypes(torch.randn(1, 5, 8), torch.ones(1, 3, 5, dtype=torch.bool))
+            >>> tuple(p.expand(4).features.shape), tuple(p.expand(4).members.shape)
+            ((4, 5, 8), (4, 3, 5))
+        """
         if self.features.shape[0] != 1:
             raise ValueError(f"expand() needs prototypes of batch 1, got {self.features.shape[0]}")
         return Prototypes(self.features.expand(batch, -1, -1), self.members.expand(batch, -1, -1))
@@ -125,7 +140,26 @@ class AdaptiveLocalPrototypePool(nn.Module):
         window_size: int | tuple[int, int] | None = None,
         allow_empty: bool = False,
     ) -> Tensor:
-        """Pool the support set and classify the query; see the class docstring for shapes."""
+        """Pool the support set and classify the query (`prototypes`, then `classify`).
+
+        Args:
+            support_features: ``(B, S, C, h, w)`` float.
+            support_masks: ``(B, S, N, H', W')`` one-hot foreground masks in [0, 1].
+            query_features: ``(B, C, hq, wq)`` float.
+            window_size: overrides the module's window for this call.
+            allow_empty: as in `prototypes`.
+
+        Returns:
+            ``(B, N + 1, hq, wq)`` logits (float32 at least), channel 0 background; each is a
+            fused cosine similarity times the temperature, so in ``[-temperature, temperature]``.
+
+        Example:
+            >>> pool = AdaptiveLocalPrototypePool(window_size=2, temperature=20.0)
+            >>> mask = torch.zeros(2, 3, 1, 4, 4); mask[..., :2, :2] = 1
+            >>> out = pool(torch.randn(2, 3, 8, 4, 4), mask, torch.randn(2, 8, 6, 6))
+            >>> tuple(out.shape), out.dtype, bool(out.abs().max() <= 20.0)
+            ((2, 2, 6, 6), torch.float32, True)
+        """
         protos = self.prototypes(
             support_features, support_masks, window_size=window_size, allow_empty=allow_empty
         )
@@ -155,6 +189,13 @@ class AdaptiveLocalPrototypePool(nn.Module):
         Raises:
             ValueError: on wrong shapes, or a foreground class with no pixel in any shot of
                 a batch item (unless ``allow_empty``).
+
+        Example:
+            >>> pool = AdaptiveLocalPrototypePool(window_size=2)
+            >>> mask = torch.zeros(1, 1, 1, 4, 4); mask[..., :2, :2] = 1  # one 2 x 2 cell
+            >>> p = pool.prototypes(torch.randn(1, 1, 8, 4, 4), mask)
+            >>> tuple(p.features.shape), p.members.sum(-1).tolist()  # 3 bg cells; 1 fg + class
+            ((1, 5, 8), [[3, 2]])
         """
         feats, masks = self._check_support(support_features, support_masks)
         b, s, c, h, w = feats.shape
@@ -233,6 +274,13 @@ class AdaptiveLocalPrototypePool(nn.Module):
 
         Returns:
             ``(B, N + 1, hq, wq)`` fused logits ``S'(c)``; a class without prototypes gets 0.
+
+        Example:
+            >>> pool = AdaptiveLocalPrototypePool(window_size=2)
+            >>> mask = torch.zeros(1, 1, 1, 4, 4); mask[..., :2, :2] = 1
+            >>> protos = pool.prototypes(torch.randn(1, 1, 8, 4, 4), mask)
+            >>> pool.classify(torch.randn(3, 8, 6, 6), protos.expand(3)).shape
+            torch.Size([3, 2, 6, 6])
         """
         if query_features.ndim != 4:
             raise ValueError(

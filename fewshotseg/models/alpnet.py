@@ -25,7 +25,13 @@ _STD_EPS = 1e-5
 def standardize(images: Tensor) -> Tensor:
     """Z-score each image over its channels and pixels: ``(..., C, H, W)`` -> same shape.
 
-    A constant image becomes all zeros.
+    A constant image becomes all zeros. Population std, floored at 1e-5.
+
+    Example:
+        >>> standardize(torch.tensor([[[[1.0, 3.0]]]])).tolist()
+        [[[[-1.0, 1.0]]]]
+        >>> standardize(torch.full((1, 1, 2, 2), 7.0)).abs().max().item()
+        0.0
     """
     dims = (-3, -2, -1)
     mean = images.mean(dim=dims, keepdim=True)
@@ -99,7 +105,12 @@ class ALPNet(nn.Module):
 
     @property
     def model_config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this model (for checkpoints); plain Python values."""
+        """Everything needed to rebuild this model (for checkpoints); plain Python values.
+
+        Example:
+            >>> ALPNet(backbone="tiny", feature_dim=16).model_config["feature_dim"]
+            16
+        """
         return {
             "backbone": self.backbone_name,
             "feature_dim": self.feature_dim,
@@ -112,7 +123,16 @@ class ALPNet(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ALPNet:
-        """Rebuild an (untrained) model from `model_config`."""
+        """Rebuild an (untrained) model from `model_config`.
+
+        Raises:
+            ValueError: the config names no backbone (the model used a custom module).
+
+        Example:
+            >>> config = ALPNet(backbone="tiny", feature_dim=16, test_window=1).model_config
+            >>> ALPNet.from_config(config).model_config == config
+            True
+        """
         if config.get("backbone") is None:
             raise ValueError("this model used a custom backbone module: build it yourself")
         pool = AdaptiveLocalPrototypePool(
@@ -130,7 +150,13 @@ class ALPNet(nn.Module):
 
     @property
     def window(self) -> int:
-        """The local pooling window for the current mode."""
+        """The local pooling window for the current mode.
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16)
+            >>> net.train().window, net.eval().window
+            (4, 2)
+        """
         return self.train_window if self.training else self.test_window
 
     # -------------------------------------------------------------- building blocks
@@ -138,7 +164,12 @@ class ALPNet(nn.Module):
         """Features of an image batch: ``(B, C, H, W)``, C in {1, 3} -> ``(B, F, h, w)``.
 
         Each image is z-scored, zero-padded to a multiple of 8 and repeated to 3 channels;
-        ``(h, w) = (ceil(H / 8), ceil(W / 8))``.
+        ``(h, w) = (ceil(H / 8), ceil(W / 8))``, ``F = feature_dim``; float, any units.
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16).eval()
+            >>> net.encode(torch.randn(2, 1, 60, 64)).shape
+            torch.Size([2, 16, 8, 8])
         """
         if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(f"images must be (B, 1 or 3, H, W), got shape {tuple(images.shape)}")
@@ -154,13 +185,33 @@ class ALPNet(nn.Module):
         self, support_features: Tensor, support_masks: Tensor, **kwargs: Any
     ) -> Prototypes:
         """Pool support features ``(B, S, F, h, w)`` with masks ``(B, S, N, H, W)`` at the
-        current mode's window."""
+        current mode's window (`AdaptiveLocalPrototypePool.prototypes`; ``kwargs`` go there).
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16).eval()
+            >>> mask = torch.zeros(1, 1, 1, 64, 64); mask[..., :32, :32] = 1
+            >>> feats = net.encode(torch.randn(1, 1, 64, 64))[None]  # (B, S, F, h, w)
+            >>> p = net.prototypes(feats, mask)
+            >>> p.num_classes, p.features.shape[-1]
+            (2, 16)
+        """
         return self.pool.prototypes(
             support_features, support_masks, window_size=self.window, **kwargs
         )
 
     def prepare_masks(self, masks: Tensor) -> Tensor:
-        """Pad support masks ``(..., H, W)`` with background like `encode` pads images."""
+        """Pad support masks ``(..., H, W)`` with background like `encode` pads images.
+
+        Returns:
+            ``(..., H + pad_h, W + pad_w)`` float masks (integer or bool masks are converted
+            to float32), padded to a multiple of 8 with zeros.
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16)
+            >>> m = net.prepare_masks(torch.ones(1, 1, 1, 60, 62, dtype=torch.bool))
+            >>> tuple(m.shape), m.dtype, m.sum().item() == 60 * 62
+            ((1, 1, 1, 64, 64), torch.float32, True)
+        """
         pad_h, pad_w = _padding(masks.shape[-2:])
         if not masks.is_floating_point():
             masks = masks.float()
@@ -170,7 +221,21 @@ class ALPNet(nn.Module):
         self, query_features: Tensor, prototypes: Prototypes, size: tuple[int, int]
     ) -> Tensor:
         """Logits ``(B, N + 1, *size)`` for query features of images of ``size``: upsampled
-        bilinearly to the padded size, then cropped."""
+        bilinearly to the padded size, then cropped.
+
+        Args:
+            query_features: ``(B, F, h, w)`` from `encode` (images of ``size``).
+            prototypes: from `prototypes`, with batch ``B`` (see `Prototypes.expand`).
+            size: ``(H, W)`` of the query images, before padding.
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16).eval()
+            >>> mask = torch.zeros(1, 1, 1, 60, 60); mask[..., :30, :30] = 1
+            >>> feats = net.encode(torch.randn(2, 1, 60, 60))
+            >>> p = net.prototypes(feats[:1, None], net.prepare_masks(mask))
+            >>> net.segment(feats[1:], p, (60, 60)).shape
+            torch.Size([1, 2, 60, 60])
+        """
         logits = self.pool.classify(query_features, prototypes)
         h, w = size
         pad_h, pad_w = _padding(size)
@@ -191,7 +256,17 @@ class ALPNet(nn.Module):
             query_images: ``(B, C, H, W)``.
 
         Returns:
-            ``(B, N + 1, H, W)`` logits at input resolution (channel 0 background).
+            ``(B, N + 1, H, W)`` float logits at input resolution (channel 0 background);
+            ``argmax(1)`` is the label map in ``0..N``.
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16).eval()
+            >>> masks = torch.zeros(1, 2, 2, 40, 40)  # 2 shots, 2 classes
+            >>> masks[:, :, 0, :20], masks[:, :, 1, 20:] = 1, 1
+            >>> with torch.no_grad():
+            ...     logits = net(torch.randn(1, 2, 1, 40, 40), masks, torch.randn(1, 1, 40, 40))
+            >>> tuple(logits.shape), logits.dtype
+            ((1, 3, 40, 40), torch.float32)
         """
         return self.forward_with_features(support_images, support_masks, query_images)[0]
 
@@ -199,7 +274,16 @@ class ALPNet(nn.Module):
         self, support_images: Tensor, support_masks: Tensor, query_images: Tensor
     ) -> tuple[Tensor, Tensor, Tensor]:
         """`forward`, also returning support ``(B, S, F, h, w)`` and query ``(B, F, h, w)``
-        features (padded size) for losses that reuse them (the alignment loss)."""
+        features (padded size) for losses that reuse them (the alignment loss).
+
+        Example:
+            >>> net = ALPNet(backbone="tiny", feature_dim=16)
+            >>> mask = torch.zeros(2, 1, 1, 60, 60); mask[..., :30, :30] = 1
+            >>> out = net.forward_with_features(torch.randn(2, 1, 1, 60, 60), mask,
+            ...                                 torch.randn(2, 1, 60, 60))
+            >>> [tuple(t.shape) for t in out]
+            [(2, 2, 60, 60), (2, 1, 16, 8, 8), (2, 16, 8, 8)]
+        """
         self._check_inputs(support_images, support_masks, query_images)
         b, s, c, h, w = support_images.shape
         images = torch.cat([support_images.reshape(b * s, c, h, w), query_images], dim=0)

@@ -33,6 +33,11 @@ class FeatureEncoder(nn.Module):
         backbone: module mapping ``(B, 3, H, W)`` to ``(B, in_channels, H / 8, W / 8)``.
         in_channels: the backbone's output channels.
         feature_dim: output channels (256 in the paper).
+
+    Example:
+        >>> enc = FeatureEncoder(nn.Conv2d(3, 32, 8, stride=8), in_channels=32, feature_dim=16)
+        >>> enc(torch.randn(1, 3, 64, 64)).shape
+        torch.Size([1, 16, 8, 8])
     """
 
     def __init__(self, backbone: nn.Module, *, in_channels: int, feature_dim: int) -> None:
@@ -41,6 +46,13 @@ class FeatureEncoder(nn.Module):
         self.projection = nn.Conv2d(in_channels, feature_dim, kernel_size=1, bias=False)
 
     def forward(self, images: Tensor) -> Tensor:
+        """Features ``(B, feature_dim, H / 8, W / 8)`` of a float ``(B, 3, H, W)`` batch.
+
+        Example:
+            >>> enc = build_encoder("tiny", feature_dim=16)
+            >>> enc(torch.randn(2, 3, 32, 48)).shape
+            torch.Size([2, 16, 4, 6])
+        """
         out = self.backbone(images)
         if isinstance(out, dict):  # torchvision IntermediateLayerGetter
             out = out["out"]
@@ -119,7 +131,15 @@ _COCO_WEIGHTS = {
 
 
 def build_encoder(name: str, *, feature_dim: int = 256) -> FeatureEncoder:
-    """Build a randomly initialised `FeatureEncoder` from a backbone name in `BACKBONES`."""
+    """Build a randomly initialised `FeatureEncoder` from a backbone name in `BACKBONES`.
+
+    Raises:
+        ValueError: an unknown name (the message lists the known ones) or ``feature_dim < 1``.
+
+    Example:
+        >>> build_encoder("tiny", feature_dim=16).projection.out_channels
+        16
+    """
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
     if feature_dim < 1:
@@ -129,7 +149,15 @@ def build_encoder(name: str, *, feature_dim: int = 256) -> FeatureEncoder:
 
 
 def coco_weights_path(name: str) -> Path:
-    """Where torchvision's cache keeps the COCO_WITH_VOC_LABELS_V1 weights of a backbone."""
+    """Where torchvision's cache keeps the COCO_WITH_VOC_LABELS_V1 weights of a backbone.
+
+    Only a path: nothing is checked or downloaded. ``name`` is a DeepLabV3 backbone.
+
+    Example:
+        >>> path = coco_weights_path("deeplabv3_resnet101")
+        >>> path.parent.name, path.suffix
+        ('checkpoints', '.pth')
+    """
     if name not in _COCO_WEIGHTS:
         raise ValueError(
             f"no COCO weights exist for backbone {name!r}; they exist for {sorted(_COCO_WEIGHTS)}"
@@ -157,6 +185,15 @@ def load_backbone_weights(
     Raises:
         FileNotFoundError: the file is missing (the message names the file and the folder).
         ValueError: the file holds no weights matching the backbone.
+
+    Example:
+        >>> import tempfile
+        >>> src, dst = build_encoder("tiny", feature_dim=8), build_encoder("tiny", feature_dim=8)
+        >>> path = f"{tempfile.mkdtemp()}/alpnet.pt"  # an ALPNet state dict: "encoder." keys
+        >>> torch.save({f"encoder.{k}": v for k, v in src.state_dict().items()}, path)
+        >>> load_backbone_weights(dst, path, backbone_name="tiny")
+        >>> torch.equal(dst.projection.weight, src.projection.weight)
+        True
     """
     if str(source) == "coco":
         if backbone_name is None:
