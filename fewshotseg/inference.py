@@ -512,3 +512,51 @@ class SupportQueryPredictor:
         return segment_volume(
             self, support_volume, support_labels, query_volume, classes=classes, config=config
         )
+
+    def encode_support_volume(
+        self, support_volume: Any, support_labels: Any, *, classes: Sequence[int] | None = None
+    ) -> Any:
+        """Prepare a labelled support volume once for many `segment_volume_with` calls.
+
+        Checks the volume and labels and applies the intensity recipe now; each support slice
+        is encoded the first time a query needs it and kept, so the second and later queries
+        skip that work (`fewshotseg.volume.VolumeSupport`).
+
+        Args:
+            support_volume: ``(D_s, H, W)`` image (numpy or torch), raw intensities or
+                preprocessed.
+            support_labels: ``(D_s, H, W)`` integer labels (0 background).
+            classes: label values to segment (default: every nonzero support label).
+
+        Returns:
+            A `fewshotseg.volume.VolumeSupport` tied to this predictor.
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> volume = np.random.default_rng(0).random((8, 40, 40)).astype(np.float32)
+            >>> labels = np.zeros((8, 40, 40), np.int64); labels[2:6, 10:30, 10:30] = 1
+            >>> support = predictor.encode_support_volume(volume, labels)
+            >>> [predictor.segment_volume_with(support, q).shape for q in (volume, volume[:5])]
+            [(8, 40, 40), (5, 40, 40)]
+        """
+        from fewshotseg.volume import prepare_support
+
+        return prepare_support(self, support_volume, support_labels, classes=classes)
+
+    def segment_volume_with(self, support: Any, query_volume: Any, *, config: Any = None) -> Any:
+        """`segment_volume` with a support from `encode_support_volume`.
+
+        Args:
+            support: a `fewshotseg.volume.VolumeSupport` prepared by this predictor.
+            query_volume: ``(D, H', W')`` image; no labels.
+            config: a `fewshotseg.volume.VolumeConfig` (default: the measured best).
+
+        Returns:
+            ``(D, H', W')`` int64 numpy label map (``support.classes`` values, 0 elsewhere).
+        """
+        from fewshotseg.volume import segment_with
+
+        return segment_with(self, support, query_volume, config=config)

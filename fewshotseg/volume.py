@@ -6,7 +6,9 @@ switch, so it can be measured on and off):
 1. **Intensity recipe.** The predictor's ``modality`` recipe (`fewshotseg.preprocess`) is
    applied to both volumes, so raw scanner intensities and preprocessed arrays give the same
    result.
-2. **Encode once.** Every query slice and every support slice goes through the backbone once.
+2. **Encode once.** Every query slice and every support slice goes through the backbone once;
+   a support prepared with `prepare_support` keeps its slices' features, so further queries
+   pay only for their own slices (`segment_with`).
 3. **Align the two volumes by anatomy** (``localise="align"``). Each slice gets a descriptor
    (its features pooled to a 4 x 4 layout, centred by the volume's mean, L2-normalised); dynamic
    time warping finds the monotonic slice-to-slice correspondence of least total cosine distance.
@@ -56,11 +58,14 @@ if TYPE_CHECKING:  # the predictor calls us; we only need its type for annotatio
 
 __all__ = [
     "VolumeConfig",
+    "VolumeSupport",
     "align_slices",
     "clean_up",
     "dtw_path",
-    "slice_descriptors",
+    "prepare_support",
     "segment_volume",
+    "segment_with",
+    "slice_descriptors",
 ]
 
 logger = logging.getLogger(__name__)
@@ -173,9 +178,14 @@ def align_slices(query_features: Tensor, support_features: Tensor) -> np.ndarray
         those the warping path pairs it with, the most similar one; a path must visit every
         support slice, so a support slice the query lacks is paired with a neighbour too).
     """
-    q, s = slice_descriptors(query_features), slice_descriptors(support_features)
-    cost = 1.0 - q @ s.T
-    best = np.full(len(q), -1)
+    query, support = slice_descriptors(query_features), slice_descriptors(support_features)
+    return _aligned_positions(query, support)
+
+
+def _aligned_positions(query: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """`align_slices` on descriptors ``(D, d)`` and ``(D_s, d)`` (see `slice_descriptors`)."""
+    cost = 1.0 - query @ support.T
+    best = np.full(len(query), -1)
     for i, j in dtw_path(cost):
         if best[i] < 0 or cost[i, j] < cost[i, best[i]]:
             best[i] = j
@@ -220,54 +230,110 @@ def clean_up(
 
 
 # --------------------------------------------------------------------------------------------
-# the pipeline
+# the support volume, prepared once
 # --------------------------------------------------------------------------------------------
 
 
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-    return x
+class VolumeSupport:
+    """A labelled support volume, prepared once to segment any number of query volumes.
 
+    Made by `prepare_support` (or `SupportQueryPredictor.encode_support_volume`). A support
+    slice goes through the backbone the first time a query needs it and is kept (alignment
+    needs every slice, relative localisation only the few it picks), so later queries skip the
+    support's encoding: on CHAOS that is about 40 % of a single call (docs/benchmarks.md).
 
-def _check_inputs(
-    support_volume: Any, support_labels: Any, query_volume: Any, classes: Any
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-    sup = _as_numpy(support_volume, "support_volume")
-    lab = _as_numpy(support_labels, "support_labels")
-    qry = _as_numpy(query_volume, "query_volume")
-    if sup.ndim != 3 or lab.shape != sup.shape or qry.ndim != 3:
-        raise ValueError(
-            "segment_volume needs a (D, H, W) support volume, labels of the same shape and a "
-            f"(D, H, W) query volume; got {sup.shape}, {lab.shape}, {qry.shape}"
+    Attributes:
+        predictor: the `SupportQueryPredictor` whose backbone encodes the slices.
+        volume: ``(D_s, H, W)`` float32 support image, after the predictor's intensity recipe.
+        labels: ``(D_s, H, W)`` int64 labels (0 background).
+        classes: the label values to segment, in order.
+        slices: ``{class: sorted indices of the slices that contain it}``.
+        modality: the intensity recipe applied to ``volume`` (the predictor's at preparation).
+
+    Example:
+        >>> import numpy as np
+        >>> from fewshotseg import ALPNet, SupportQueryPredictor
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+        >>> image = np.random.default_rng(0).random((6, 40, 40)).astype(np.float32)
+        >>> labels = np.zeros((6, 40, 40), np.int64); labels[1:4, 10:30, 10:30] = 2
+        >>> support = prepare_support(predictor, image, labels)
+        >>> support.classes, support.slices[2].tolist()
+        ((2,), [1, 2, 3])
+        >>> support.features([1, 3]).shape  # (slices, F, h, w)
+        torch.Size([2, 8, 4, 4])
+    """
+
+    def __init__(
+        self,
+        predictor: SupportQueryPredictor,
+        volume: np.ndarray,
+        labels: np.ndarray,
+        classes: Sequence[int],
+    ) -> None:
+        self.predictor = predictor
+        self.modality = predictor.modality
+        self.volume, self.labels, self.classes = volume, labels, tuple(classes)
+        self.slices = {c: np.flatnonzero((labels == c).any(axis=(1, 2))) for c in self.classes}
+        self._features: dict[int, Tensor] = {}
+        self._descriptors: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"VolumeSupport(shape={self.volume.shape}, classes={self.classes}, "
+            f"encoded={len(self._features)}/{self.volume.shape[0]} slices)"
         )
-    if lab.dtype.kind == "f":
-        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
-            raise ValueError("support_labels must hold integer label values (0 = background)")
-    elif lab.dtype.kind not in "biu":
-        raise TypeError(f"support_labels must be an integer label map, got dtype {lab.dtype}")
-    lab = lab.astype(np.int64)
-    if (lab < 0).any():
-        raise ValueError("support_labels has negative labels; use 0 for background, >0 classes")
-    present = [int(v) for v in np.unique(lab) if v != 0]
-    if classes is None:
-        classes = present
-        if not classes:
-            raise ValueError("support_labels has no foreground: label at least one voxel (> 0)")
-    else:
-        if isinstance(classes, (int, np.integer)) or not isinstance(classes, Sequence):
-            raise TypeError(f"classes must be a sequence of label values, got {classes!r}")
-        classes = [int(c) for c in classes]
-        if not classes:
-            raise ValueError("classes is empty; pass the label values to segment, e.g. [1, 2]")
-        missing = [c for c in classes if c <= 0 or c not in present]
-        if missing:
-            raise ValueError(
-                f"classes {missing} are not labelled in the support volume (it has {present})"
-            )
-    return sup, lab, qry, classes
+
+    def features(self, zs: Sequence[int] | None = None) -> Tensor:
+        """Backbone features ``(len(zs), F, h, w)`` (float32) of support slices ``zs``
+        (default: every slice), encoding only the slices not seen before."""
+        zs = range(self.volume.shape[0]) if zs is None else [int(z) for z in zs]
+        todo = sorted(set(zs) - self._features.keys())
+        if todo:
+            encoded = self.predictor.encode_slices(self.volume[todo])
+            self._features.update(zip(todo, encoded, strict=True))
+        return torch.stack([self._features[z] for z in zs])
+
+    def descriptors(self) -> np.ndarray:
+        """`slice_descriptors` of every support slice ``(D_s, d)``, computed once."""
+        if self._descriptors is None:
+            self._descriptors = slice_descriptors(self.features())
+        return self._descriptors
+
+    def support_set(self, cls: int, shots: Sequence[int]) -> SupportSet:
+        """The 1-way `SupportSet` of class ``cls`` from support slices ``shots``."""
+        masks = torch.from_numpy((self.labels[list(shots)] == cls)[:, None].astype(np.float32))
+        return self.predictor.support_from_features(self.features(shots), masks, (cls,))
+
+
+def prepare_support(
+    predictor: SupportQueryPredictor,
+    support_volume: Any,
+    support_labels: Any,
+    *,
+    classes: Sequence[int] | None = None,
+) -> VolumeSupport:
+    """Check a labelled support volume and apply the predictor's intensity recipe, once.
+
+    Args:
+        predictor: the `SupportQueryPredictor` that will segment the queries.
+        support_volume: ``(D_s, H, W)`` image (numpy or torch), raw intensities or preprocessed.
+        support_labels: ``(D_s, H, W)`` integer labels (0 background).
+        classes: label values to segment (default: every nonzero support label).
+
+    Returns:
+        A `VolumeSupport` for `segment_with` (nothing is encoded yet).
+    """
+    from fewshotseg.preprocess import apply_recipe
+
+    sup, lab, classes = _check_support(support_volume, support_labels, classes)
+    if predictor.modality is not None:
+        sup = apply_recipe(sup, predictor.modality)
+    return VolumeSupport(predictor, np.asarray(sup, np.float32), lab, classes)
+
+
+# --------------------------------------------------------------------------------------------
+# the pipeline
+# --------------------------------------------------------------------------------------------
 
 
 def segment_volume(
@@ -281,6 +347,9 @@ def segment_volume(
 ) -> np.ndarray:
     """Segment a whole query volume from a labelled support volume; no query labels used.
 
+    One call of `prepare_support` and `segment_with`; to segment several queries with one
+    support, prepare it once and call `segment_with` for each.
+
     Args:
         predictor: a `SupportQueryPredictor` (its model, device, image size and ``modality``).
         support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed.
@@ -292,78 +361,88 @@ def segment_volume(
     Returns:
         ``(D, H', W')`` int64 label map (support label values, 0 elsewhere).
     """
+    support = prepare_support(predictor, support_volume, support_labels, classes=classes)
+    return segment_with(predictor, support, query_volume, config=config)
+
+
+def segment_with(
+    predictor: SupportQueryPredictor,
+    support: VolumeSupport,
+    query_volume: Any,
+    *,
+    config: VolumeConfig | None = None,
+) -> np.ndarray:
+    """Segment a query volume with a prepared support (`prepare_support`).
+
+    Args:
+        predictor: the predictor the support was prepared with.
+        support: a `VolumeSupport`; it keeps the support slices it encodes for the next query.
+        query_volume: ``(D, H', W')`` image (numpy or torch), raw intensities or preprocessed
+            as the support was.
+        config: the pipeline's switches (default `VolumeConfig()`).
+
+    Returns:
+        ``(D, H', W')`` int64 label map (``support.classes`` values, 0 elsewhere).
+
+    Example:
+        >>> import numpy as np
+        >>> from fewshotseg import ALPNet, SupportQueryPredictor
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+        >>> image = np.random.default_rng(0).random((6, 40, 40)).astype(np.float32)
+        >>> labels = np.zeros((6, 40, 40), np.int64); labels[1:5, 10:30, 10:30] = 2
+        >>> support = prepare_support(predictor, image, labels)
+        >>> [segment_with(predictor, support, q).shape for q in (image, image[:4])]
+        [(6, 40, 40), (4, 40, 40)]
+    """
     from fewshotseg.preprocess import apply_recipe
 
     config = config or VolumeConfig()
-    sup, lab, qry, classes = _check_inputs(support_volume, support_labels, query_volume, classes)
+    if not isinstance(support, VolumeSupport):
+        raise TypeError(f"support must be a VolumeSupport, got {type(support).__name__}")
+    if support.predictor is not predictor or support.modality != predictor.modality:
+        raise ValueError(
+            "this VolumeSupport was prepared by another predictor (or another modality); "
+            "prepare it again with prepare_support(predictor, ...)"
+        )
+    qry = _as_numpy(query_volume, "query_volume")
+    if qry.ndim != 3:
+        raise ValueError(f"query_volume must be a (D, H, W) volume, got shape {qry.shape}")
     if predictor.modality is not None:
-        sup, qry = apply_recipe(sup, predictor.modality), apply_recipe(qry, predictor.modality)
-    depth_q, depth_s = qry.shape[0], sup.shape[0]
+        qry = apply_recipe(qry, predictor.modality)
     out_size = (int(qry.shape[1]), int(qry.shape[2]))
 
     feats_q = predictor.encode_slices(qry)
-    position = _positions(config, feats_q, sup, predictor, depth_s)
-    feats_s = position.support_features
-
+    pos = _query_positions(config, feats_q, support)
     best = np.zeros(qry.shape, np.float32)
     result = np.zeros(qry.shape, np.int64)
-    for cls in classes:
-        present = np.flatnonzero((lab == cls).any(axis=(1, 2)))
-        lo, hi = int(present.min()), int(present.max())
-        pos = position.of_query
+    for cls in support.classes:
+        present = support.slices[cls]
         if config.localise == "none":
-            inside = np.ones(depth_q, bool)
+            inside = np.ones(len(qry), bool)
         else:
-            inside = (pos >= lo - 0.5) & (pos <= hi + 0.5)
+            inside = (pos >= present.min() - 0.5) & (pos <= present.max() + 0.5)
             inside = _widen(inside, config.margin)
-        groups = _support_groups(config, present, pos, inside)
-        for shots, zs in groups.items():
-            support = _support(predictor, feats_s, lab, shots, cls)
-            proba = predictor.probabilities(feats_q[zs], support, out_size)[:, 1].cpu().numpy()
+        for shots, zs in _support_groups(config, present, pos, inside).items():
+            proba = predictor.probabilities(feats_q[zs], support.support_set(cls, shots), out_size)
+            proba = proba[:, 1].cpu().numpy()
             take = (proba > config.threshold) & (proba > best[zs])
             best[zs] = np.where(take, proba, best[zs])
             result[zs] = np.where(take, cls, result[zs])
     return clean_up(
         result,
-        classes,
+        support.classes,
         largest_component=config.largest_component,
         fill_holes=config.fill_holes,
     )
 
 
-@dataclass
-class _Positions:
-    of_query: np.ndarray  # (D,) support-index position of each query slice
-    support_features: Any  # (D_s, F, h, w) Tensor or a lazy cache
-
-
-class _LazySupport:
-    """Support slice features encoded on first use (relative localisation needs only a few)."""
-
-    def __init__(self, predictor: SupportQueryPredictor, volume: np.ndarray) -> None:
-        self.predictor, self.volume, self.cache = predictor, volume, {}
-
-    def __getitem__(self, zs: Sequence[int]) -> Tensor:
-        todo = [z for z in zs if z not in self.cache]
-        if todo:
-            for z, f in zip(todo, self.predictor.encode_slices(self.volume[todo]), strict=True):
-                self.cache[z] = f
-        return torch.stack([self.cache[z] for z in zs])
-
-
-def _positions(
-    config: VolumeConfig,
-    feats_q: Tensor,
-    sup: np.ndarray,
-    predictor: SupportQueryPredictor,
-    depth_s: int,
-) -> _Positions:
-    depth_q = feats_q.shape[0]
+def _query_positions(config: VolumeConfig, feats_q: Tensor, support: VolumeSupport) -> np.ndarray:
+    """Each query slice's position ``(D,)`` in support slice indices."""
+    depth_q, depth_s = feats_q.shape[0], support.volume.shape[0]
     if config.localise == "align":
-        feats_s = predictor.encode_slices(sup)
-        return _Positions(align_slices(feats_q, feats_s), feats_s)
+        return _aligned_positions(slice_descriptors(feats_q), support.descriptors())
     # relative depth: slice z of D sits at z * D_s / D (the previous segment_volume's rule)
-    return _Positions(np.arange(depth_q) * depth_s / depth_q, _LazySupport(predictor, sup))
+    return np.arange(depth_q) * depth_s / depth_q
 
 
 def _widen(inside: np.ndarray, margin: int) -> np.ndarray:
@@ -393,12 +472,50 @@ def _support_groups(
     return {key: np.asarray(zs) for key, zs in groups.items()}
 
 
-def _support(
-    predictor: SupportQueryPredictor,
-    feats_s: Any,
-    lab: np.ndarray,
-    shots: tuple[int, ...],
-    cls: int,
-) -> SupportSet:
-    masks = torch.from_numpy((lab[list(shots)] == cls)[:, None].astype(np.float32))
-    return predictor.support_from_features(feats_s[list(shots)], masks, (cls,))
+# --------------------------------------------------------------------------------------------
+# input checks
+# --------------------------------------------------------------------------------------------
+
+
+def _as_numpy(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().numpy()
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    return x
+
+
+def _check_support(
+    support_volume: Any, support_labels: Any, classes: Any
+) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    sup = _as_numpy(support_volume, "support_volume")
+    lab = _as_numpy(support_labels, "support_labels")
+    if sup.ndim != 3 or lab.shape != sup.shape:
+        raise ValueError(
+            "the support needs a (D, H, W) volume and labels of the same shape; got "
+            f"{sup.shape} and {lab.shape}"
+        )
+    if lab.dtype.kind == "f":
+        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
+            raise ValueError("support_labels must hold integer label values (0 = background)")
+    elif lab.dtype.kind not in "biu":
+        raise TypeError(f"support_labels must be an integer label map, got dtype {lab.dtype}")
+    lab = lab.astype(np.int64)
+    if (lab < 0).any():
+        raise ValueError("support_labels has negative labels; use 0 for background, >0 classes")
+    present = [int(v) for v in np.unique(lab) if v != 0]
+    if classes is None:
+        if not present:
+            raise ValueError("support_labels has no foreground: label at least one voxel (> 0)")
+        return sup, lab, present
+    if isinstance(classes, (int, np.integer)) or not isinstance(classes, Sequence):
+        raise TypeError(f"classes must be a sequence of label values, got {classes!r}")
+    classes = [int(c) for c in classes]
+    if not classes:
+        raise ValueError("classes is empty; pass the label values to segment, e.g. [1, 2]")
+    missing = [c for c in classes if c <= 0 or c not in present]
+    if missing:
+        raise ValueError(
+            f"classes {missing} are not labelled in the support volume (it has {present})"
+        )
+    return sup, lab, classes

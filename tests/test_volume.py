@@ -121,6 +121,56 @@ def test_every_configuration_returns_a_label_map_of_the_query(predictor, localis
     assert set(np.unique(out)) <= {0, 1, 2}
 
 
+class _CountingPredictor(SupportQueryPredictor):
+    """Counts the slices the backbone encodes."""
+
+    encoded = 0
+
+    def encode_slices(self, images):
+        self.encoded += len(images)
+        return super().encode_slices(images)
+
+
+@pytest.mark.parametrize("localise", ["align", "relative"])
+def test_a_prepared_support_gives_the_same_labels_and_is_encoded_once(localise):
+    torch.manual_seed(0)
+    predictor = _CountingPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+    image, labels = scan(depth=12)
+    labels[6:10, 2:8, 2:8] = 1
+    queries = [scan(depth=9, seed=1)[0], scan(depth=12, seed=2)[0][:, :36, :38]]
+    config = VolumeConfig(localise=localise, threshold=0.3)
+    expected = [segment_volume(predictor, image, labels, q, config=config) for q in queries]
+
+    support = predictor.encode_support_volume(image, labels)
+    predictor.encoded = 0
+    got = [predictor.segment_volume_with(support, q, config=config) for q in queries]
+    for e, g in zip(expected, got, strict=True):
+        np.testing.assert_array_equal(g, e)
+    support_encodes = predictor.encoded - sum(len(q) for q in queries)
+    # alignment encodes every support slice once, relative depth only the slices it picks;
+    # either way no support slice twice across the two queries
+    labelled = np.flatnonzero(labels.any(axis=(1, 2)))
+    if localise == "align":
+        assert support_encodes == len(image)
+    else:
+        assert 0 < support_encodes <= len(labelled)
+    predictor.encoded = 0
+    predictor.segment_volume_with(support, queries[0], config=config)
+    assert predictor.encoded == len(queries[0])
+
+
+def test_a_support_prepared_by_another_predictor_is_refused(predictor):
+    image, labels = scan()
+    other = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+    support = other.encode_support_volume(image, labels)
+    with pytest.raises(ValueError, match="another predictor"):
+        predictor.segment_volume_with(support, image)
+    with pytest.raises(TypeError, match="VolumeSupport"):
+        predictor.segment_volume_with((image, labels), image)
+    with pytest.raises(ValueError, match="query_volume"):
+        other.segment_volume_with(support, image[0])
+
+
 def test_raw_and_preprocessed_volumes_give_the_same_labels():
     torch.manual_seed(3)
     net = ALPNet(backbone="tiny", feature_dim=8)
