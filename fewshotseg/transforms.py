@@ -142,13 +142,23 @@ class AugmentConfig:
 
     @classmethod
     def none(cls) -> AugmentConfig:
-        """A configuration that leaves every image and label map unchanged."""
+        """A configuration that leaves every image and label map unchanged.
+
+        Example:
+            >>> AugmentConfig.none().rotation, AugmentConfig.none().scale
+            (0.0, (1.0, 1.0))
+        """
         return cls(rotation=0.0, shift=0.0, shear=0.0, scale=(1.0, 1.0), elastic_alpha=0.0,
                    gamma=(1.0, 1.0))
 
     @property
     def is_identity(self) -> bool:
-        """True when every sampled transform is the identity."""
+        """True when every sampled transform is the identity.
+
+        Example:
+            >>> AugmentConfig().is_identity, AugmentConfig.none().is_identity
+            (False, True)
+        """
         return (self.rotation == 0 and self.shift == 0 and self.shear == 0
                 and self.scale == (1.0, 1.0) and self.elastic_alpha == 0
                 and self.gamma == (1.0, 1.0))
@@ -184,10 +194,12 @@ class TransformParams:
 
     @property
     def batch_size(self) -> int:
+        """Number of items B."""
         return int(self.rotation.shape[0])
 
     @property
     def device(self) -> torch.device:
+        """Where the tensors live."""
         return self.rotation.device
 
     @classmethod
@@ -201,6 +213,11 @@ class TransformParams:
             size: ``(H, W)``; when given, an all-zero displacement field is included.
             device: where the tensors live (CPU by default).
             dtype: floating dtype of the tensors.
+
+        Example:
+            >>> p = TransformParams.identity(2, size=(4, 6))
+            >>> tuple(p.displacement.shape), p.scale.tolist(), p.shift.dtype
+            ((2, 2, 4, 6), [1.0, 1.0], torch.float32)
         """
         def zeros(*shape: int) -> Tensor:
             return torch.zeros(*shape, device=device, dtype=dtype)
@@ -212,14 +229,25 @@ class TransformParams:
 
     def to(self, device: str | torch.device | None = None,
            dtype: torch.dtype | None = None) -> TransformParams:
-        """A copy on ``device`` (and in ``dtype`` when given)."""
+        """A copy on ``device`` (and in ``dtype`` when given).
+
+        Example:
+            >>> TransformParams.identity(2).to("cpu", torch.float64).gamma.dtype
+            torch.float64
+        """
         moved = {f.name: (None if getattr(self, f.name) is None
                           else getattr(self, f.name).to(device=device, dtype=dtype))
                  for f in fields(self)}
         return TransformParams(**moved)  # type: ignore[arg-type]
 
     def select(self, index: Tensor | slice | int | list[int]) -> TransformParams:
-        """The parameters of a subset of the items (``index`` as for tensor indexing)."""
+        """The parameters of a subset of the items (``index`` as for tensor indexing).
+
+        Example:
+            >>> p = TransformParams.identity(4)
+            >>> p.select(torch.tensor([True, False, True, True])).batch_size, p.select(1).batch_size
+            (3, 1)
+        """
         if isinstance(index, int):
             index = [index]
         picked = {f.name: (None if getattr(self, f.name) is None
@@ -231,6 +259,12 @@ class TransformParams:
 
         ``other`` holds exactly ``mask.sum()`` items, in order. Used to redraw the
         transform of a few items of a batch.
+
+        Example:
+            >>> p, q = TransformParams.identity(3), TransformParams.identity(1)
+            >>> q.rotation += 5.0
+            >>> p.replace_items(torch.tensor([False, True, False]), q).rotation.tolist()
+            [0.0, 5.0, 0.0]
         """
         mask = mask.to(self.device)
         if int(mask.sum()) != other.batch_size:
@@ -253,7 +287,13 @@ class TransformParams:
         return TransformParams(**out)  # type: ignore[arg-type]
 
     def is_identity(self) -> Tensor:
-        """``(B,)`` bool: items whose geometry is exactly the identity (gamma not included)."""
+        """``(B,)`` bool: items whose geometry is exactly the identity (gamma not included).
+
+        Example:
+            >>> p = TransformParams.identity(2); p.shift[1, 0] = 1.0; p.gamma[0] = 2.0
+            >>> p.is_identity().tolist()
+            [True, False]
+        """
         ident = ((self.rotation == 0) & (self.shear == 0) & (self.scale == 1)
                  & (self.shift == 0).all(dim=1))
         if self.displacement is not None and bool(ident.any()):  # only look at candidates
@@ -264,7 +304,12 @@ class TransformParams:
         """``(B, 2, 3)`` matrices for ``F.affine_grid(..., align_corners=False)``.
 
         They map normalised output coordinates to normalised input coordinates: the inverse
-        of the forward map ``p -> c + t + s R(rotation) Sh(shear) (p - c)`` in pixels.
+        of the forward map ``p -> c + t + s R(rotation) Sh(shear) (p - c)`` in pixels. float64.
+
+        Example:
+            >>> p = TransformParams.identity(1); p.scale[0] = 2.0  # enlarge: read half as far
+            >>> (p.affine_theta((8, 8))[0] + 0.0).tolist()  # + 0.0: no negative zeros
+            [[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]
         """
         h, w = size
         rot = torch.deg2rad(self.rotation.double())
@@ -448,6 +493,19 @@ def sampling_grid(params: TransformParams, size: tuple[int, int]) -> Tensor:
     Output pixel ``p`` samples the input at ``A^-1 (p + d(p))``: the elastic displacement
     ``d`` is added in output space, then the inverse affine map is applied, which is exactly
     the affine warp followed by the elastic warp (the reference's order), in one resampling.
+
+    Args:
+        params: B items of `TransformParams` (a ``displacement`` must be ``(B, 2, H, W)``).
+        size: ``(H, W)`` of the images.
+
+    Returns:
+        ``(B, H, W, 2)`` grid in the dtype of ``params.scale``, ``(x, y)`` in [-1, 1] inside
+        the image, as ``F.grid_sample`` takes it.
+
+    Example:
+        >>> grid = sampling_grid(TransformParams.identity(1), (2, 4))
+        >>> tuple(grid.shape), grid[0, 0, :, 0].tolist()   # pixel-centre x coordinates
+        ((1, 2, 4, 2), [-0.75, -0.25, 0.25, 0.75])
     """
     h, w = (int(s) for s in size)
     b = params.batch_size
@@ -583,6 +641,12 @@ def apply_params(images: Tensor, labels: Tensor | None, params: TransformParams,
 
     Returns:
         ``(images, labels)``, shapes and dtypes unchanged.
+
+    Example:
+        >>> p = TransformParams.identity(1); p.gamma[0] = 2.0   # intensity only
+        >>> img, lab = apply_params(torch.tensor([[[[0.0, 1.0, 2.0]]]]), None, p)
+        >>> img.tolist(), lab
+        ([[[[0.0, 0.5, 2.0]]]], None)
     """
     out_images, out_labels = apply_geometry(images, labels, params, image_padding=image_padding)
     assert out_images is not None
