@@ -120,7 +120,20 @@ def _atomic_write(obj: Any, path: Path) -> None:
 
 
 def save_checkpoint(checkpoint: dict[str, Any], path: str | os.PathLike) -> None:
-    """Write a checkpoint dict atomically, with its `content_hash` under ``content_sha256``."""
+    """Write a checkpoint dict atomically, with its `content_hash` under ``content_sha256``.
+
+    Args:
+        checkpoint: tensors (any device, dtype and shape) and plain Python values, nested in
+            dicts, lists and tuples; anything else raises `TypeError`.
+        path: the file; parent folders are created.
+
+    Example:
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/run/last.pt"
+        >>> save_checkpoint({"model": {"w": torch.ones(2)}, "step": 3}, path)
+        >>> sorted(read_torch_file(path))
+        ['content_sha256', 'model', 'step']
+    """
     payload = {k: v for k, v in checkpoint.items() if k != CONTENT_HASH_KEY}
     payload[CONTENT_HASH_KEY] = content_hash(payload)
     _atomic_write(payload, Path(path))
@@ -136,6 +149,25 @@ def read_torch_file(path: str | os.PathLike, *, what: str = "checkpoint",
     A missing, empty, truncated or non-torch file raises `FileNotFoundError`/`ValueError`
     naming it and what was expected; a file that holds pickled code (anything but tensors and
     plain values) is refused with a `ValueError` that says so: it is never executed.
+
+    Args:
+        path: the file.
+        what: what to call it in error messages (``"backbone weights file"``).
+        map_location: as in ``torch.load``; CPU by default.
+
+    Returns:
+        What the file holds (no checks beyond ``weights_only``; see `load_checkpoint`).
+
+    Example:
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/w.pt"
+        >>> torch.save({"w": torch.zeros(2, 3, dtype=torch.float16)}, path)
+        >>> read_torch_file(path)["w"].dtype
+        torch.float16
+        >>> open(path, "wb").close(); read_torch_file(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint '...w.pt' is empty (0 bytes); expected a file written by ...
     """
     path = Path(path)
     if not path.is_file():
@@ -241,9 +273,27 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     refused), verifies the content hash where the file has one, bounds the metadata and
     rejects non-finite weights (see the module's docstring). Errors name the file.
 
+    Returns:
+        The checkpoint dict: at least ``model`` (name -> tensor, on ``map_location``) and
+        ``model_config`` (plain values), and whatever else was saved.
+
     Raises:
         FileNotFoundError: the file does not exist.
         ValueError: the file is empty, truncated, corrupt, holds code, or is not a checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> path = f"{tempfile.mkdtemp()}/last.pt"
+        >>> save_checkpoint({"model": {"w": torch.ones(2)}, "model_config": {"backbone": "tiny"},
+        ...                  "step": 7}, path)
+        >>> load_checkpoint(path)["step"]
+        7
+        >>> save_checkpoint({"model": {"w": torch.tensor([float("nan")])},
+        ...                  "model_config": {}}, path)
+        >>> load_checkpoint(path)
+        Traceback (most recent call last):
+        ...
+        ValueError: checkpoint '...last.pt' has NaN or infinite weights in 1 tensor(s) ...
     """
     path = Path(path)
     ckpt = read_torch_file(path, what="checkpoint", map_location=map_location)
@@ -262,6 +312,14 @@ def load_model_state(model: nn.Module, state: dict[str, Any], *, source: Any = "
     Torch lists every missing and unexpected key (tens of thousands of characters for a
     ResNet); this names how many keys are missing, unexpected or of another shape, with up to
     three examples of each (the shapes in the file and in the model).
+
+    Example:
+        >>> model = nn.Linear(2, 3)
+        >>> load_model_state(model, {"weight": torch.zeros(3, 2), "bias": torch.zeros(3)})
+        >>> load_model_state(model, {"weight": torch.zeros(2, 2), "bias": torch.zeros(3)})
+        Traceback (most recent call last):
+        ...
+        ValueError: the checkpoint does not fit this model: 1 shape mismatch(es) (weight: 2x2 ...
     """
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
@@ -303,6 +361,14 @@ def clean_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
     Call it only while holding the folder's `RunFolderLock` (a running save's file would look
     the same). Returns the removed paths.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".last.pt.4242.tmp").write_bytes(b"half")
+        >>> _ = (folder / "last.pt").write_bytes(b"kept")
+        >>> [p.name for p in clean_stale_temp_files(folder)], sorted(os.listdir(folder))
+        (['.last.pt.4242.tmp'], ['last.pt'])
     """
     removed = []
     folder = Path(folder)
@@ -351,7 +417,17 @@ class RunFolderLock:
         self._key: str | None = None
 
     def acquire(self) -> RunFolderLock:
-        """Take the lock, or raise `RunFolderBusyError` naming the process that holds it."""
+        """Take the lock, or raise `RunFolderBusyError` naming the process that holds it.
+
+        Creates the folder and its ``.lock`` file if needed; returns ``self``.
+
+        Example:
+            >>> import tempfile
+            >>> lock = RunFolderLock(tempfile.mkdtemp()).acquire()
+            >>> lock.path.name, lock.path.read_text().strip() == str(os.getpid())
+            ('.lock', True)
+            >>> lock.release()
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
         key = str(self.folder.resolve())
         with _HELD_GUARD:
@@ -395,7 +471,14 @@ class RunFolderLock:
         return f"process {pid}"
 
     def release(self) -> None:
-        """Give the lock back (the lock file stays; it is reused)."""
+        """Give the lock back (the lock file stays; it is reused). Safe to call twice.
+
+        Example:
+            >>> import tempfile
+            >>> folder = tempfile.mkdtemp()
+            >>> RunFolderLock(folder).acquire().release()
+            >>> RunFolderLock(folder).acquire().release()  # free again
+        """
         with _HELD_GUARD:
             if self._fd is not None:
                 import fcntl
