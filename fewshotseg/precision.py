@@ -41,6 +41,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 AmpMode = bool | Literal["auto"]
+"""An ``amp`` setting: ``False`` (fp32), ``True`` or ``"auto"`` (see the module docstring)."""
 
 #: /proc/cpuinfo flags that mean native bf16 arithmetic (x86: AVX512-BF16 dot products, AMX
 #: tiles; Arm: the BF16 extension).
@@ -70,6 +71,10 @@ def cpu_has_native_bf16() -> bool:
 
     Read from ``/proc/cpuinfo`` on Linux (once; cached); False where it cannot be read (other
     systems), so the safe fp32 path is taken.
+
+    Example:
+        >>> cpu_has_native_bf16() in (True, False)  # depends on the machine
+        True
     """
     if platform.system() != "Linux":
         return False
@@ -81,7 +86,16 @@ def cpu_has_native_bf16() -> bool:
 
 
 def check_amp(amp: Any) -> AmpMode:
-    """Validate an ``amp`` setting: ``True``, ``False`` or ``"auto"``."""
+    """Validate an ``amp`` setting: ``True``, ``False`` or ``"auto"``; returned unchanged.
+
+    Example:
+        >>> check_amp("auto")
+        'auto'
+        >>> check_amp("bf16")
+        Traceback (most recent call last):
+        ...
+        ValueError: amp must be True, False or 'auto', got 'bf16'
+    """
     if isinstance(amp, bool) or amp == "auto":
         return amp
     raise ValueError(f"amp must be True, False or 'auto', got {amp!r}")
@@ -96,6 +110,10 @@ def autocast_dtype(amp: AmpMode, device: str | torch.device) -> torch.dtype | No
 
     Returns:
         ``torch.bfloat16`` or ``torch.float16`` (CUDA without bf16), or None.
+
+    Example:
+        >>> autocast_dtype(False, "cuda") is None  # fp32 asked: no device query at all
+        True
     """
     amp = check_amp(amp)
     if amp is False:
@@ -134,7 +152,17 @@ def prefers_channels_last(dtype: torch.dtype | None, device: str | torch.device)
 
 
 def autocast(dtype: torch.dtype | None, device: str | torch.device) -> Any:
-    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None."""
+    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op context when ``dtype`` is None.
+
+    Example:
+        >>> x = torch.ones(2, 2)
+        >>> with autocast(None, "cpu"):
+        ...     print((x @ x).dtype)
+        torch.float32
+        >>> with autocast(torch.bfloat16, "cpu"):
+        ...     print((x @ x).dtype)
+        torch.bfloat16
+    """
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(torch.device(device).type, dtype=dtype)
