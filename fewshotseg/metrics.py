@@ -213,7 +213,12 @@ class ConfusionCounts:
 
     @property
     def iou(self) -> float:
-        """``tp / (tp + fp + fn)`` in [0, 1]; NaN when all counts are 0."""
+        """``tp / (tp + fp + fn)`` in [0, 1]; NaN when all counts are 0.
+
+        Example:
+            >>> ConfusionCounts(tp=1, fp=1, fn=0).iou, ConfusionCounts().iou
+            (0.5, nan)
+        """
         return iou_from_counts(self.tp, self.fp, self.fn)
 
 
@@ -455,19 +460,47 @@ class DiceMetric:
         self.reset()
 
     def reset(self) -> None:
-        """Forget every count."""
+        """Forget every count (the fixed ``classes`` stay, at zero).
+
+        Example:
+            >>> m = DiceMetric(classes=[1]); m.update(np.array([1, 1]), np.array([1, 0]))
+            >>> m.reset(); m.counts
+            {1: ConfusionCounts(tp=0, fp=0, fn=0)}
+        """
         self._counts: dict[int, ConfusionCounts] = {c: ConfusionCounts() for c in self._fixed or ()}
 
     def update(self, pred: Any, target: Any) -> None:
-        """Add the counts of one prediction/target pair (same shape, any shape)."""
+        """Add the counts of one prediction/target pair.
+
+        Args:
+            pred: predicted label map (a slice ``(H, W)``, a chunk ``(D, H, W)``, any shape),
+                integer values, numpy or torch.
+            target: ground-truth label map of the same shape.
+
+        Example:
+            >>> m = DiceMetric()
+            >>> m.update(np.array([[0, 2], [2, 2]]), np.array([[0, 2], [0, 2]]))
+            >>> m.update(np.array([0, 1]), np.array([0, 1]))
+            >>> m.counts
+            {1: ConfusionCounts(tp=1, fp=0, fn=0), 2: ConfusionCounts(tp=2, fp=1, fn=0)}
+        """
         for c, n in confusion_counts(pred, target, self._fixed).items():
             self._counts[c] = self._counts.get(c, ConfusionCounts()) + n
 
     @property
     def counts(self) -> Mapping[int, ConfusionCounts]:
-        """The summed counts per class so far."""
+        """The summed counts per class so far (``{class_id: ConfusionCounts}``, a copy)."""
         return dict(sorted(self._counts.items()) if self._fixed is None else self._counts.items())
 
     def compute(self) -> dict[int, float]:
-        """Dice per class of the summed counts (NaN for a class never seen in either map)."""
+        """Dice per class of the summed counts (NaN for a class never seen in either map).
+
+        Returns:
+            ``{class_id: dice}`` with dice a float in [0, 1] or NaN.
+
+        Example:
+            >>> m = DiceMetric(classes=[1, 2]); m.update(np.array([1, 1]), np.array([1, 0]))
+            >>> m.compute()
+            {1: 0.6666666666666666, 2: nan}
+        """
         return {c: n.dice for c, n in self.counts.items()}
