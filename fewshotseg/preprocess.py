@@ -194,6 +194,12 @@ def looks_like_hounsfield(volume: Any) -> bool:
     Already windowed or normalised volumes (``[0, 1]``, ``[-125, 275]``, z-scores) and volumes
     stored with the scanner's offset (air near 0 instead of -1000) fail the test.
 
+    Args:
+        volume: ``(D, H, W)`` (or any-shape) real array, numpy or torch.
+
+    Returns:
+        A Python bool.
+
     Example:
         >>> looks_like_hounsfield(np.array([-1000.0, 40.0, 700.0]))
         True
@@ -440,9 +446,23 @@ def apply_recipe(image: Any, modality: str) -> np.ndarray:
     99.5th percentile changes nothing; z-scoring a z-scored volume neither), so raw and
     preprocessed arrays give the same network input.
 
+    Args:
+        image: ``(D, H, W)`` volume or ``(H, W)`` slice (any shape), real dtype, numpy or torch.
+        modality: a key of `INTENSITY_RECIPES`.
+
+    Returns:
+        float32 numpy array of the same shape (``"mri"``: z-scored, mean 0 and std 1).
+
+    Raises:
+        ValueError: an unknown ``modality``, or an empty image.
+        TypeError: a bool or non-numeric image.
+
     Example:
-        >>> apply_recipe(np.array([[[0.0, 2.0]]]), "none").tolist()
-        [[[0.0, 2.0]]]
+        >>> apply_recipe(np.array([[[0, 2]]], dtype=np.int16), "none")
+        array([[[0., 2.]]], dtype=float32)
+        >>> out = apply_recipe(np.arange(24.0).reshape(2, 3, 4), "mri")
+        >>> out.shape, out.dtype, round(float(out.std()), 4)
+        ((2, 3, 4), dtype('float32'), 1.0)
     """
     if modality not in INTENSITY_RECIPES:
         raise ValueError(f"modality must be one of {sorted(INTENSITY_RECIPES)}, got {modality!r}")
