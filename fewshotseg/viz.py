@@ -436,6 +436,14 @@ def spread_slices(labels: Any, count: int = 3) -> list[int]:
     """``count`` slices spread evenly over the extent of a label map's foreground (its first to
     last labelled slice), e.g. the query slices a support-matched segmentation covers.
 
+    Args:
+        labels: ``(D, H, W)`` label map (any class counts as foreground), numpy or torch.
+        count: how many slices.
+
+    Returns:
+        Sorted distinct slice indices in ``0..D-1`` (fewer than ``count`` when the extent is
+        short); the whole volume counts as the extent when nothing is labelled.
+
     Example:
         >>> lab = np.zeros((20, 4, 4), int); lab[4:15, 1, 1] = 2
         >>> spread_slices(lab, 3)
@@ -470,6 +478,9 @@ def overlay_slices(
         rot90: counter-clockwise quarter turns for display.
         alpha: opacity of the colours.
         title: the figure's title.
+
+    Returns:
+        A matplotlib ``Figure`` (Agg canvas) with one panel per slice and a legend.
 
     Example:
         >>> vol = np.zeros((5, 8, 8)); lab = np.zeros((5, 8, 8), int); lab[1:4, 2:5, 2:5] = 1
