@@ -33,12 +33,13 @@ import torch
 
 import fewshotseg as fss
 from fewshotseg import evaluation, preprocess
-from fewshotseg.datasets import chaos_t2spir
+from fewshotseg.datasets import CHAOS_CLASSES, SETTING2_GROUPS, chaos_t2spir
+from fewshotseg.results import summarize_folds
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
 RUNS = ROOT / "runs"
-ORGANS = evaluation.CHAOS_CLASSES
+ORGANS = CHAOS_CLASSES
 
 log = logging.getLogger("chaos")
 
@@ -174,7 +175,7 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
     predictor = fss.SupportQueryPredictor(
         model, device=args.device, image_size=args.image_size, batch_size=8, modality="mri"
     )
-    classes = list(ORGANS) if args.setting == 1 else list(evaluation.SETTING2_GROUPS[args.group])
+    classes = list(ORGANS) if args.setting == 1 else list(SETTING2_GROUPS[args.group])
     prepare = preprocess.mri
     if args.match_histogram:
         # Test-time experiment: map each scan's raw intensities onto the pooled histogram of the
@@ -274,45 +275,17 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_summarize(args: argparse.Namespace) -> None:
-    """One Markdown row per (setting, fold) from evaluation files (setting 2: the upper and lower
-    groups' files of a fold make one row), then the mean over folds: per organ over all query
-    scans of the setting, then over organs, as the paper averages."""
-    by_key: dict[tuple[int, int], list[tuple[fss.ResultTable, int]]] = {}
-    for path in args.files:
-        table = fss.ResultTable.load(path)
-        step = re.search(r"_step(\d+)", Path(path).stem)
-        first = table.rows[0]
-        by_key.setdefault((first.setting, first.fold), []).append(
-            (table, int(step.group(1)) if step else -1)
+    """The cross-fold table of ``fewshotseg.results.summarize_folds`` from evaluation files; the
+    training step is read from each file name (``..._step7000.json``)."""
+    steps = [re.search(r"_step(\d+)", Path(path).stem) for path in args.files]
+    print(
+        summarize_folds(
+            [fss.ResultTable.load(path) for path in args.files],
+            steps=[int(m.group(1)) if m else None for m in steps],
+            protocol=args.protocol,
+            class_names=ORGANS,
         )
-    organs = sorted(ORGANS)
-    shown = args.protocol
-    others = [p for p in evaluation.PROTOCOLS if p != shown]
-    print("| setting | fold | steps | " + " | ".join(ORGANS[c] for c in organs)
-          + f" | **mean, {shown}** | " + " | ".join(f"mean, {p}" for p in others) + " |")
-    print("| --- " * (5 + len(organs) + len(others) - 1) + "|")
-
-    def mean_cell(table: fss.ResultTable) -> str:
-        return f"{100 * table.mean():.2f}" if len(table) else ""
-
-    def row(setting: object, fold: object, steps: str, table: fss.ResultTable) -> str:
-        main = table.filter(protocol=shown)
-        per = main.per_class() if len(main) else {}
-        cells = " | ".join(f"{100 * per[c]:.2f}" if c in per else "" for c in organs)
-        rest = " | ".join(mean_cell(table.filter(protocol=p)) for p in others)
-        return f"| {setting} | {fold} | {steps} | {cells} | **{mean_cell(main)}** | {rest} |"
-
-    for setting in sorted({s for s, _ in by_key}):
-        folds = sorted(f for s, f in by_key if s == setting)
-        tables = []
-        for fold in folds:
-            parts = by_key[(setting, fold)]
-            table = fss.ResultTable.concat(t for t, _ in parts)
-            tables.append(table)
-            steps = "/".join(str(n) for n in sorted({n for _, n in parts}))
-            print(row(setting, fold, steps, table))
-        if len(folds) > 1:
-            print(row(setting, f"mean of {len(folds)}", "", fss.ResultTable.concat(tables)))
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

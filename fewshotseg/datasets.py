@@ -15,7 +15,9 @@ as float32). Use ``ids=`` to read a subset, or :func:`find_cases` to get the pat
 yourself when memory is tight. Cases come sorted by id in natural order (``2`` before ``10``).
 
 The class maps are in :data:`CHAOS_T2SPIR`, :data:`SYNAPSE_CT` and :data:`MSCMRSEG_BSSFP`
-(and :data:`DATASETS` by name).
+(and :data:`DATASETS` by name); the CHAOS patients, organ column names and the paper's
+setting-2 organ groups in :data:`CHAOS_PATIENT_IDS`, :data:`CHAOS_CLASSES` and
+:data:`SETTING2_GROUPS`.
 """
 
 from __future__ import annotations
@@ -34,9 +36,12 @@ import numpy as np
 from fewshotseg import io as fio
 
 __all__ = [
+    "CHAOS_CLASSES",
+    "CHAOS_PATIENT_IDS",
     "CHAOS_T2SPIR",
     "DATASETS",
     "MSCMRSEG_BSSFP",
+    "SETTING2_GROUPS",
     "SYNAPSE_CT",
     "Case",
     "CaseFiles",
@@ -122,6 +127,19 @@ MSCMRSEG_BSSFP = DatasetInfo(
 DATASETS: Mapping[str, DatasetInfo] = MappingProxyType(
     {info.name: info for info in (CHAOS_T2SPIR, SYNAPSE_CT, MSCMRSEG_BSSFP)}
 )
+
+#: CHAOS label values and organ names as result-table column names (``right_kidney``): the
+#: names of :data:`CHAOS_T2SPIR` with underscores for spaces.
+CHAOS_CLASSES: dict[int, str] = {
+    value: name.replace(" ", "_") for value, name in CHAOS_T2SPIR.classes.items()
+}
+#: The 20 labeled CHAOS T2-SPIR patients.
+CHAOS_PATIENT_IDS: tuple[int, ...] = (
+    1, 2, 3, 5, 8, 10, 13, 15, 19, 20, 21, 22, 31, 32, 33, 34, 36, 37, 38, 39,
+)  # fmt: skip
+#: The paper's setting-2 groups of CHAOS classes: upper abdomen (liver, spleen) and lower
+#: (right and left kidney).
+SETTING2_GROUPS: dict[str, tuple[int, ...]] = {"upper": (1, 4), "lower": (2, 3)}
 
 
 # --------------------------------------------------------------------------------------------

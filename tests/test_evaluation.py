@@ -574,3 +574,31 @@ def test_chaos_table_names_follow_the_dataset_class_map():
 
     assert CHAOS_CLASSES == {1: "liver", 2: "right_kidney", 3: "left_kidney", 4: "spleen"}
     assert {c: n.replace("_", " ") for c, n in CHAOS_CLASSES.items()} == dict(CHAOS_T2SPIR.classes)
+
+
+def test_every_name_keeps_its_old_import_path_and_has_one_home():
+    """The result table moved to fewshotseg.results, folds and settings to fewshotseg.folds and
+    the CHAOS constants to fewshotseg.datasets: the old names are the same objects."""
+    from fewshotseg import datasets, evaluation, folds, results
+
+    homes = {results: ("PROTOCOLS", "ResultRow", "ResultTable", "SummaryRow"),
+             folds: ("Fold", "SettingRun", "cross_validation_folds", "excluded_classes",
+                     "setting_runs"),
+             datasets: ("CHAOS_CLASSES", "CHAOS_PATIENT_IDS", "SETTING2_GROUPS")}  # fmt: skip
+    for module, names in homes.items():
+        for name in names:
+            assert name in evaluation.__all__ and name in module.__all__
+            assert getattr(evaluation, name) is getattr(module, name), name
+    assert {n for names in homes.values() for n in names} <= set(evaluation.__all__)
+
+
+def test_scores_count_with_metrics_confusion_counts(monkeypatch):
+    """evaluate_pair's tp/fp/fn come from metrics.confusion_counts, not a copy of it."""
+    from fewshotseg import evaluation
+    from fewshotseg.metrics import ConfusionCounts
+
+    monkeypatch.setattr(
+        evaluation, "confusion_counts", lambda p, t, classes: {1: ConfusionCounts(7, 2, 3)}
+    )
+    row = _oracle_pair(classes=[1]).rows[0]
+    assert (row.tp, row.fp, row.fn, row.dice) == (7, 2, 3, 14 / 19)
