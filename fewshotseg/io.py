@@ -91,8 +91,8 @@ class Volume:
     Example:
         >>> import numpy as np
         >>> v = Volume(np.zeros((2, 3, 4), np.float32), (7.7, 1.25, 1.25), None, 2, None, "npy")
-        >>> v.shape, v.original_shape
-        ((2, 3, 4), (3, 4, 2))
+        >>> v.shape, v.original_shape, v.original_spacing
+        ((2, 3, 4), (3, 4, 2), (1.25, 1.25, 7.7))
     """
 
     array: np.ndarray
@@ -451,9 +451,10 @@ def load_volume(
     Example:
         >>> import tempfile, numpy as np
         >>> d = tempfile.mkdtemp()
-        >>> np.save(f"{d}/scan.npy", np.zeros((4, 5, 3)))  # (i, j, k)
-        >>> load_volume(f"{d}/scan.npy", axis=2).array.shape
-        (3, 4, 5)
+        >>> np.save(f"{d}/scan.npy", np.zeros((4, 5, 3)))  # (i, j, k) float64
+        >>> v = load_volume(f"{d}/scan.npy", axis=2)
+        >>> v.array.shape, v.array.dtype, v.spacing
+        ((3, 4, 5), dtype('float32'), (1.0, 1.0, 1.0))
     """
     axis = _check_axis(axis)
     if backend not in ("auto", "nibabel", "simpleitk"):
