@@ -21,7 +21,7 @@ What the labeler does, in order (see ``docs/pseudolabels.md`` for the reasoning)
 4. **Clean up.** Everything outside the body is 0; every superpixel is split into its connected
    pieces (8-connected within a slice in 2D, 26-connected in 3D); pieces smaller than
    ``min_area`` are merged into the neighbouring superpixel they share the longest border with;
-   ids are renumbered ``1..n`` without gaps (per slice in 2D).
+   ids are renumbered ``1..n`` without gaps (per slice in 2D); `fewshotseg._regions` does this.
 
 Unlike the reference implementation, no superpixel is lost in the renumbering, there are no id
 gaps, and tiny fragments left by the body mask are not kept as superpixels of their own.
@@ -29,7 +29,6 @@ gaps, and tiny fragments left by the body mask are not kept as superpixels of th
 
 from __future__ import annotations
 
-import heapq
 import logging
 import os
 import warnings
@@ -41,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from fewshotseg._regions import finalise, full_structure, largest_component
 from fewshotseg.io import PSEUDOLABEL_TAG
 
 if TYPE_CHECKING:
@@ -362,7 +362,7 @@ class SuperpixelPseudolabeler:
             mask = norm > 0.5 * threshold_otsu(norm)
         else:
             mask = image > self.body_threshold
-        mask = _largest_component(mask)
+        mask = largest_component(mask)
         if mask.ndim == 2:
             mask = _close_and_fill(mask)
         else:
@@ -381,7 +381,7 @@ class SuperpixelPseudolabeler:
         seg = felzenszwalb(
             norm, scale=self.scale, sigma=self.sigma, min_size=self.min_size, channel_axis=None
         )
-        return _finalise(seg, mask, self.min_area)
+        return finalise(seg, mask, self.min_area)
 
     def _label_volume_3d(
         self, image: np.ndarray, spacing: tuple[float, ...] | None
@@ -412,7 +412,7 @@ class SuperpixelPseudolabeler:
                 min_size_factor=0.5,
                 max_size_factor=3.0,
             )
-        return _finalise(seg, mask, self.min_area), 0
+        return finalise(seg, mask, self.min_area), 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,19 +626,6 @@ def _normalise(image: np.ndarray) -> np.ndarray | None:
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
 
 
-def _full_structure(ndim: int) -> np.ndarray:
-    return np.ones((3,) * ndim, dtype=bool)
-
-
-def _largest_component(mask: np.ndarray) -> np.ndarray:
-    labels, n = ndi.label(mask, structure=_full_structure(mask.ndim))
-    if n <= 1:
-        return labels > 0
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    return labels == int(np.argmax(sizes))
-
-
 def _close_and_fill(mask: np.ndarray) -> np.ndarray:
     """2D closing (padded, so the image border does not erode the mask) and hole filling."""
     if not mask.any():
@@ -646,117 +633,6 @@ def _close_and_fill(mask: np.ndarray) -> np.ndarray:
     pad = _CLOSING_ITERATIONS
     padded = np.pad(mask, pad)
     closed = ndi.binary_closing(
-        padded, structure=_full_structure(2), iterations=_CLOSING_ITERATIONS
+        padded, structure=full_structure(2), iterations=_CLOSING_ITERATIONS
     )[pad:-pad, pad:-pad]
     return ndi.binary_fill_holes(closed | mask)
-
-
-def _finalise(seg: np.ndarray, mask: np.ndarray, min_area: int) -> np.ndarray:
-    """Mask, split into connected pieces, merge small pieces, renumber 1..n."""
-    seg = np.where(mask, seg.astype(np.int64) + 1, 0)  # +1: a segment id 0 inside the body
-    pieces = _split_connected(seg)
-    if min_area > 0:
-        pieces = _merge_small(pieces, min_area)
-    present = np.flatnonzero(np.bincount(pieces.ravel()))  # sorted ids in use (0 if outside)
-    lookup = np.zeros(int(present[-1]) + 1, np.int32)
-    lookup[present] = np.arange(len(present), dtype=np.int32)
-    out = lookup[pieces]
-    if not mask.all():
-        return out  # 0 was present (outside the body) and kept id 0
-    return out + 1
-
-
-def _split_connected(seg: np.ndarray) -> np.ndarray:
-    """Give every 8-/26-connected piece of every non-zero label its own id."""
-    out = np.zeros(seg.shape, np.int64)
-    structure = _full_structure(seg.ndim)
-    next_id = 1
-    for label, box in enumerate(ndi.find_objects(seg), start=1):
-        if box is None:
-            continue
-        inside = seg[box] == label
-        pieces, n = ndi.label(inside, structure=structure)
-        view = out[box]
-        view[inside] = pieces[inside] + (next_id - 1)
-        next_id += n
-    return out
-
-
-def _neighbour_offsets(ndim: int) -> list[tuple[int, ...]]:
-    """Half of the 8/26 neighbourhood: each unordered pair of neighbours appears once."""
-    offsets = []
-    for off in np.ndindex(*(3,) * ndim):
-        d = tuple(o - 1 for o in off)
-        if d > (0,) * ndim:  # lexicographically positive
-            offsets.append(d)
-    return offsets
-
-
-def _boundary_counts(labels: np.ndarray) -> dict[tuple[int, int], int]:
-    """Number of 8/26-neighbour voxel pairs between every two different non-zero labels."""
-    keys = []
-    n = int(labels.max()) + 1
-    for d in _neighbour_offsets(labels.ndim):
-        a_box = tuple(
-            slice(max(0, -k), s - max(0, k)) for k, s in zip(d, labels.shape, strict=True)
-        )
-        b_box = tuple(
-            slice(max(0, k), s - max(0, -k)) for k, s in zip(d, labels.shape, strict=True)
-        )
-        a, b = labels[a_box], labels[b_box]
-        sel = (a != b) & (a > 0) & (b > 0)
-        lo, hi = np.minimum(a[sel], b[sel]), np.maximum(a[sel], b[sel])
-        keys.append(lo * n + hi)
-    if not keys:
-        return {}
-    uniq, counts = np.unique(np.concatenate(keys), return_counts=True)
-    return {(int(k // n), int(k % n)): int(c) for k, c in zip(uniq, counts, strict=True)}
-
-
-def _merge_small(labels: np.ndarray, min_area: int) -> np.ndarray:
-    """Merge pieces smaller than ``min_area`` into the neighbour with the longest shared border.
-
-    Smallest piece first (ties: lowest id); a neighbour tie goes to the lowest id. A piece with
-    no neighbour is kept. Merging two adjacent connected pieces keeps them connected.
-    """
-    sizes = np.bincount(labels.ravel())
-    sizes[0] = 0
-    if not ((sizes > 0) & (sizes < min_area)).any():
-        return labels
-    n = len(sizes)
-    neighbours: list[dict[int, int]] = [{} for _ in range(n)]
-    for (a, b), c in _boundary_counts(labels).items():
-        neighbours[a][b] = c
-        neighbours[b][a] = c
-    size = sizes.astype(np.int64).tolist()
-    parent = list(range(n))
-    heap = [(s, i) for i, s in enumerate(size) if 0 < s < min_area]
-    heapq.heapify(heap)
-    while heap:
-        s, i = heapq.heappop(heap)
-        if parent[i] != i or size[i] != s or s >= min_area:
-            continue  # stale entry
-        if not neighbours[i]:
-            continue  # isolated: nothing to merge into
-        target = min(neighbours[i], key=lambda j: (-neighbours[i][j], j))
-        # merge i into target
-        parent[i] = target
-        size[target] += size[i]
-        for j, c in neighbours[i].items():
-            if j == target:
-                continue
-            neighbours[target][j] = neighbours[target].get(j, 0) + c
-            neighbours[j][target] = neighbours[j].get(target, 0) + c
-            del neighbours[j][i]
-        del neighbours[target][i]
-        neighbours[i] = {}
-        if size[target] < min_area:
-            heapq.heappush(heap, (size[target], target))
-    # resolve chains: every id to its final root
-    root = np.arange(n)
-    for i in range(n):
-        r = i
-        while parent[r] != r:
-            r = parent[r]
-        root[i] = r
-    return root[labels]

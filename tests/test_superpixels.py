@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage as ndi
 
+from fewshotseg._regions import merge_small
 from fewshotseg.superpixels import (
     SuperpixelPseudolabeler,
-    _merge_small,
     load_pseudolabels,
     pseudolabel_path,
     save_pseudolabels,
@@ -154,10 +154,10 @@ def test_min_area_merges_fragments_into_longest_border():
         ]
     )
     # fragment 3 (2 px) touches 1 on 7 neighbour pairs and 2 on 6: it joins 1
-    merged = _merge_small(labels, min_area=3)
+    merged = merge_small(labels, min_area=3)
     expected = np.where(labels == 3, 1, labels)
     np.testing.assert_array_equal(merged, expected)
-    np.testing.assert_array_equal(_merge_small(labels, min_area=2), labels)
+    np.testing.assert_array_equal(merge_small(labels, min_area=2), labels)
 
 
 def test_explicit_body_threshold_in_input_units():
