@@ -68,6 +68,12 @@ class DemoScan:
         image: ``(D, H, W)`` image in raw intensities (float32).
         label: ``(D, H, W)`` int64 labels (0 background, CHAOS classes 1..4).
         spacing: voxel size in mm, ``(D, H, W)`` order.
+
+    Example:
+        >>> scan = DemoScan("1", np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.int64),
+        ...                 (7.7, 1.25, 1.25))
+        >>> scan.image.shape == scan.label.shape
+        True
     """
 
     id: str
@@ -88,6 +94,13 @@ class DemoResult:
         protocol: ``"paper"`` or ``"whole_volume"``.
         source: where the scans came from (``"embedded"`` or the folder).
         overlay: the PNG written, or None (no path asked, or matplotlib missing).
+
+    Example:
+        >>> from fewshotseg.evaluation import ResultRow
+        >>> rows = [ResultRow(scan="2", class_id=1, class_name="liver", dice=0.5)]
+        >>> r = DemoResult(ResultTable(rows), 1.5, "8", ("2",), "paper", "embedded")
+        >>> r.table.mean(), r.overlay
+        (0.5, None)
     """
 
     table: ResultTable
@@ -106,10 +119,16 @@ def load_demo_scans(path: str | os.PathLike | None = None) -> tuple[DemoScan, De
         path: the ``.npz`` file (default :data:`DEMO_DATA`).
 
     Returns:
-        The support and the query scan, images in raw intensities.
+        The support and the query scan: images ``(D, 256, 256)`` float32 in raw intensities,
+        labels int64 of the same shape, spacing ``(D, H, W)`` in mm.
 
     Raises:
         FileNotFoundError: if the file is missing from this installation.
+
+    Example:
+        >>> support, query = load_demo_scans()
+        >>> support.image.shape, query.image.dtype, query.label.shape == query.image.shape
+        ((34, 256, 256), dtype('float32'), True)
     """
     file = Path(path) if path is not None else DEMO_DATA
     if not file.is_file():
@@ -142,11 +161,22 @@ def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[DemoScan,
         fold: fold index (0..4).
 
     Returns:
-        ``(support, queries)``.
+        ``(support, queries)``: `DemoScan` s, images ``(D, H, W)`` float32 (axial slices
+        first, as `fewshotseg.datasets.chaos_t2spir` reads them), labels int64.
 
     Raises:
         FileNotFoundError: if the folder or a file is missing.
         ValueError: if the ids cannot be split into five folds, or ``fold`` is out of range.
+
+    Example:
+        >>> import tempfile
+        >>> d = tempfile.mkdtemp()
+        >>> for i in range(1, 6):  # five tiny patients, NIfTI (i, j, k) = (4, 4, 3)
+        ...     np.save(f"{d}/image_{i}.npy", np.zeros((4, 4, 3)))
+        ...     np.save(f"{d}/label_{i}.npy", np.ones((4, 4, 3)))
+        >>> support, queries = load_chaos_fold(d, fold=0)
+        >>> support.image.shape, support.image.dtype, support.label.dtype, len(queries)
+        ((3, 4, 4), dtype('float32'), dtype('int64'), 1)
     """
     from fewshotseg.datasets import chaos_t2spir, find_cases
 
@@ -201,7 +231,18 @@ def protocol_slice_prediction(
         parts: chunks per class.
 
     Returns:
-        ``(H', W')`` int64 label map.
+        ``(H', W')`` int64 label map (0 background, else a value of ``classes``).
+
+    Example:
+        >>> class Confident:  # foreground probability 0.9 everywhere: (2, H, W)
+        ...     def predict_proba(self, support_img, support_mask, query):
+        ...         return np.stack([np.full(query.shape, 0.1), np.full(query.shape, 0.9)])
+        >>> lab = np.zeros((6, 4, 4), np.int64); lab[1:5, :2] = 1   # class 1 on slices 1..4
+        >>> img = lab.astype(np.float32)
+        >>> def at(z):
+        ...     return protocol_slice_prediction(Confident(), img, lab, img, lab, z, [1])
+        >>> at(2).dtype, int(at(2).sum()), int(at(0).sum())  # slice 0: outside the range
+        (dtype('int64'), 16, 0)
     """
     best = np.zeros(query_image.shape[1:], np.float32)
     out = np.zeros(query_image.shape[1:], np.int64)
@@ -249,7 +290,15 @@ def run_demo(
         progress: progress bars over the predict calls.
 
     Returns:
-        A :class:`DemoResult`.
+        A :class:`DemoResult`; ``table`` holds one Dice in [0, 1] per (query, organ).
+
+    Example:
+        >>> class Background:  # finds no organ: (D, H, W) label map of zeros
+        ...     def predict(self, support_img, support_mask, query):
+        ...         return np.zeros(query.shape, np.int64)
+        >>> result = run_demo(Background())  # the embedded scans
+        >>> result.query_ids, len(result.table.rows), result.table.mean()
+        (('2',), 4, 0.0)
     """
     if data is None:
         support, query = load_demo_scans()
