@@ -49,6 +49,13 @@ class SupportSet:
     label_values: tuple[int, ...]
     shots: int
 
+    def select(self, items: Any) -> SupportSet:
+        """The support sets ``items`` (indices into the batch) of a batched support set, e.g.
+        one per query slice for `SupportQueryPredictor.probabilities`."""
+        items = torch.as_tensor(items, dtype=torch.long, device=self.prototypes.features.device)
+        protos = Prototypes(self.prototypes.features[items], self.prototypes.members[items])
+        return SupportSet(protos, self.label_values, self.shots)
+
 
 def _to_tensor(x: Any, name: str) -> Tensor:
     """numpy or torch, real numeric or bool dtype -> tensor (no copy where possible)."""
@@ -311,24 +318,33 @@ class SupportQueryPredictor:
         """A `SupportSet` from already encoded support slices (no second backbone pass).
 
         Args:
-            features: ``(K, F, h, w)`` features of the support slices (`encode_slices`).
-            masks: ``(K, N, H, W)`` one-hot foreground masks of those slices at any resolution
-                (resized to ``image_size``), channel n for ``label_values[n]``.
+            features: ``(K, F, h, w)`` features of the support slices (`encode_slices`), or
+                ``(G, K, F, h, w)`` for G support sets of K shots each, pooled in one call.
+            masks: ``(K, N, H, W)`` (or ``(G, K, N, H, W)``) one-hot foreground masks of those
+                slices at any resolution (resized to ``image_size``), channel n for
+                ``label_values[n]``.
             label_values: the label value of each mask channel.
+
+        Returns:
+            A `SupportSet` of batch 1 (or G: `SupportSet.select` picks one per query slice).
         """
         onehot = _to_tensor(masks, "masks").float().to(self.device)
+        batched = features.ndim == 5
+        if not batched:
+            features, onehot = features[None], onehot[None]
         size = (self.image_size, self.image_size)
+        g, k = onehot.shape[:2]
+        onehot = self._resize(onehot.flatten(0, 1), size).unflatten(0, (g, k))
         with self._eval_mode(), torch.inference_mode(), self._autocast():
-            protos = self.model.prototypes(
-                features[None], self.model.prepare_masks(self._resize(onehot, size)[None])
-            )
-        return SupportSet(protos, tuple(int(v) for v in label_values), features.shape[0])
+            protos = self.model.prototypes(features, self.model.prepare_masks(onehot))
+        return SupportSet(protos, tuple(int(v) for v in label_values), features.shape[1])
 
     def probabilities(
         self, features: Tensor, support: SupportSet, out_size: tuple[int, int]
     ) -> Tensor:
         """Class probabilities ``(d, N + 1, *out_size)`` (float32, on the predictor's device)
-        of encoded query slices ``(d, F, h, w)`` against a support."""
+        of encoded query slices ``(d, F, h, w)`` against a support of batch 1 (every slice) or
+        of batch d (slice i against support set i)."""
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             return self._probabilities(features, support, out_size)
 
@@ -442,7 +458,14 @@ class SupportQueryPredictor:
     ) -> Tensor:
         """Class probabilities ``(d, N + 1, *out_size)`` of query features against a support."""
         size = (self.image_size, self.image_size)
-        protos = support.prototypes.expand(feats.shape[0])
+        protos = support.prototypes
+        if protos.features.shape[0] == 1:
+            protos = protos.expand(feats.shape[0])
+        elif protos.features.shape[0] != feats.shape[0]:
+            raise ValueError(
+                f"a support of batch {protos.features.shape[0]} needs as many query slices, "
+                f"got {feats.shape[0]}"
+            )
         logits = self.model.segment(feats, protos, size).float()
         if out_size != size:
             logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)

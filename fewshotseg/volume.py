@@ -70,6 +70,9 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# query slices classified per call: bounds the (slices, prototypes, h, w) similarity tensor
+_SLICES_PER_CALL = 16
+
 
 @dataclass(frozen=True, kw_only=True)
 class VolumeConfig:
@@ -299,10 +302,14 @@ class VolumeSupport:
             self._descriptors = slice_descriptors(self.features())
         return self._descriptors
 
-    def support_set(self, cls: int, shots: Sequence[int]) -> SupportSet:
-        """The 1-way `SupportSet` of class ``cls`` from support slices ``shots``."""
-        masks = torch.from_numpy((self.labels[list(shots)] == cls)[:, None].astype(np.float32))
-        return self.predictor.support_from_features(self.features(shots), masks, (cls,))
+    def support_sets(self, cls: int, shots: Sequence[Sequence[int]]) -> SupportSet:
+        """G 1-way support sets of class ``cls``, set g from support slices ``shots[g]`` (each
+        of the same length K), pooled in one call: a `SupportSet` of batch G."""
+        index = np.asarray(shots, dtype=np.int64)  # (G, K)
+        feats = self.features(index.ravel())
+        masks = torch.from_numpy((self.labels[index] == cls)[:, :, None].astype(np.float32))
+        feats = feats.reshape(*index.shape, *feats.shape[1:])
+        return self.predictor.support_from_features(feats, masks, (cls,))
 
 
 def prepare_support(
@@ -422,8 +429,19 @@ def segment_with(
         else:
             inside = (pos >= present.min() - 0.5) & (pos <= present.max() + 0.5)
             inside = _widen(inside, config.margin)
-        for shots, zs in _support_groups(config, present, pos, inside).items():
-            proba = predictor.probabilities(feats_q[zs], support.support_set(cls, shots), out_size)
+        groups = _support_groups(config, present, pos, inside)
+        if not groups:
+            continue
+        # every group's support set pooled in one call; each query slice picks its own
+        sets = support.support_sets(cls, list(groups))
+        items = np.concatenate([np.full(len(zs), g) for g, zs in enumerate(groups.values())])
+        slices = np.concatenate(list(groups.values()))
+        for start in range(0, len(slices), _SLICES_PER_CALL):
+            zs, chunk = (
+                slices[start : start + _SLICES_PER_CALL],
+                items[start : start + _SLICES_PER_CALL],
+            )
+            proba = predictor.probabilities(feats_q[zs], sets.select(chunk), out_size)
             proba = proba[:, 1].cpu().numpy()
             take = (proba > config.threshold) & (proba > best[zs])
             best[zs] = np.where(take, proba, best[zs])

@@ -159,6 +159,22 @@ def test_a_prepared_support_gives_the_same_labels_and_is_encoded_once(localise):
     assert predictor.encoded == len(queries[0])
 
 
+def test_support_sets_pooled_together_classify_like_each_pooled_alone(predictor):
+    image, labels = scan(depth=12)
+    support = predictor.encode_support_volume(image, labels)
+    shots = [[3, 4], [4, 6], [5, 6]]
+    together = support.support_sets(2, shots)
+    query = predictor.encode_slices(image[[2, 5, 9]])
+    got = predictor.probabilities(query, together.select([2, 0, 1]), (40, 40))
+    for row, g in enumerate([2, 0, 1]):
+        masks = torch.from_numpy((labels[shots[g]] == 2)[:, None].astype(np.float32))
+        alone = predictor.support_from_features(support.features(shots[g]), masks, (2,))
+        expected = predictor.probabilities(query[row : row + 1], alone, (40, 40))
+        torch.testing.assert_close(got[row : row + 1], expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="batch 3"):
+        predictor.probabilities(query[:2], together, (40, 40))
+
+
 def test_a_support_prepared_by_another_predictor_is_refused(predictor):
     image, labels = scan()
     other = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
