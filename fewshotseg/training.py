@@ -1,4 +1,4 @@
-"""Training: the paper's objective (weighted cross-entropy + prototype alignment), resumable.
+"""Training: the optimisation loop over the paper's objective (`fewshotseg.losses`), resumable.
 
 Episode ``t * batch_size + j`` of the sampler's stream feeds step ``t``, so the data a step sees
 is a pure function of the step number: a resumed run sees exactly the episodes an uninterrupted
@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -22,9 +21,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import nn
 
+from fewshotseg._stop_signals import ignore_stop_signals, stop_requests
 from fewshotseg._version import __version__
 from fewshotseg.checkpoints import (
     RunFolderLock,
@@ -33,6 +32,7 @@ from fewshotseg.checkpoints import (
     load_model_state,
     save_checkpoint,
 )
+from fewshotseg.losses import LossModule, episode_loss
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
 
@@ -182,127 +182,6 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step = step
 
 
-def _ignore_stop_signals(worker_id: int) -> None:
-    """DataLoader workers leave SIGINT/SIGTERM to the main process, which stops between steps.
-
-    ``kill`` of a process group, ``timeout`` and SLURM signal the workers too; a worker that died
-    of it would fail the main process before it could save. Workers still exit with their parent.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-@contextlib.contextmanager
-def _stop_requests() -> Iterator[list[int]]:
-    """Turn SIGINT/SIGTERM into a request that the loop honours between steps.
-
-    Stopping between steps (not mid optimiser update) makes the saved checkpoint exact; schedulers
-    such as SLURM send SIGTERM before killing a job. A second signal gets the previous handler
-    (a second Ctrl-C interrupts at once). Signals that were ignored (``nohup``, background jobs)
-    stay ignored, and nothing is installed outside the main thread, where Python forbids it.
-    """
-    requested: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield requested
-        return
-    previous = {}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        requested.append(signum)
-        signal.signal(signum, previous[signum])  # a second signal acts as it did before
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        current = signal.getsignal(sig)
-        if current in (signal.SIG_IGN, None):
-            continue
-        previous[sig] = current
-        signal.signal(sig, on_signal)
-    try:
-        yield requested
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _one_hot_foreground(labels: Tensor, ways: int) -> Tensor:
-    """(B, H, W) labels in 0..N -> (B, N, H, W) float foreground masks."""
-    return F.one_hot(labels.clamp(0, ways), ways + 1)[..., 1:].permute(0, 3, 1, 2).float()
-
-
-def _support_labels(masks: Tensor) -> Tensor:
-    """(B, S, N, H, W) one-hot foreground -> (B, S, H, W) labels 0..N (0 where none is set)."""
-    background = (masks.sum(2, keepdim=True) <= 0).to(masks.dtype)
-    return torch.cat([background, masks], dim=2).argmax(2)
-
-
-def episode_loss(
-    model: ALPNet,
-    support_images: Tensor,
-    support_masks: Tensor,
-    query_images: Tensor,
-    query_labels: Tensor,
-    *,
-    bg_weight: float = 0.05,
-    align_weight: float = 1.0,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The paper's loss for a batch of episodes: ``(total, segmentation, alignment)``.
-
-    Segmentation: cross-entropy on the query with weights ``bg_weight`` for background and 1
-    for each class, ignoring 255, as torch's weighted mean (divided by the summed weights of the
-    pixels, as the reference code does; eq. 7 divides by H x W).
-    Alignment (PANet): the query with its hard, detached predicted mask as the support segments
-    each support image; plain cross-entropy, averaged over shots; a class the query prediction
-    misses gets a zero prototype.
-
-    Args:
-        model: the network.
-        support_images: ``(B, S, 1, H, W)``.
-        support_masks: ``(B, S, N, H, W)`` one-hot foreground.
-        query_images: ``(B, 1, H, W)``.
-        query_labels: ``(B, H, W)`` long in 0..N, 255 = ignore.
-        bg_weight: cross-entropy weight of the background class.
-        align_weight: weight of the alignment loss (0 skips it).
-    """
-    ways = support_masks.shape[2]
-    logits, support_feats, query_feats = model.forward_with_features(
-        support_images, support_masks, query_images
-    )
-    weight = torch.ones(ways + 1, device=logits.device)
-    weight[0] = bg_weight
-    seg = F.cross_entropy(logits.float(), query_labels, weight=weight, ignore_index=255)
-    if align_weight <= 0:
-        return seg, seg.detach(), torch.zeros_like(seg.detach())
-
-    predicted = _one_hot_foreground(logits.detach().argmax(1), ways)  # (B, N, H, W)
-    protos = model.prototypes(
-        query_feats[:, None], model.prepare_masks(predicted[:, None]), allow_empty=True
-    )
-    targets = _support_labels(support_masks)  # (B, S, H, W)
-    size = tuple(support_images.shape[-2:])
-    shots = support_images.shape[1]
-    align = logits.new_zeros((), dtype=torch.float32)
-    for s in range(shots):
-        shot_logits = model.segment(support_feats[:, s], protos, size)  # type: ignore[arg-type]
-        align = align + F.cross_entropy(shot_logits.float(), targets[:, s], ignore_index=255)
-    align = align / shots
-    return seg + align_weight * align, seg.detach(), align.detach()
-
-
-class _LossModule(nn.Module):
-    """Wraps the loss so DistributedDataParallel sees one forward per step."""
-
-    def __init__(self, model: ALPNet, config: TrainConfig) -> None:
-        super().__init__()
-        self.model = model
-        self.bg_weight = config.bg_weight
-        self.align_weight = config.align_weight
-
-    def forward(self, *tensors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        return episode_loss(
-            self.model, *tensors, bg_weight=self.bg_weight, align_weight=self.align_weight
-        )
-
-
 class _EpisodeRange(torch.utils.data.Dataset):
     """Map-style view of the sampler: item i is episode i of this rank's stream."""
 
@@ -424,7 +303,9 @@ class Trainer:
         self.history = TrainHistory()
         self.config_changes: list[dict[str, Any]] = []
         self._nonfinite_in_a_row = 0
-        self._loss = _LossModule(self.model, self.config)
+        self._loss = LossModule(
+            self.model, bg_weight=self.config.bg_weight, align_weight=self.config.align_weight
+        )
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self._loss = nn.parallel.DistributedDataParallel(self._loss, device_ids=ids)
@@ -509,7 +390,7 @@ class Trainer:
             num_workers=cfg.num_workers,
             collate_fn=collate_episodes,
             persistent_workers=False,
-            worker_init_fn=_ignore_stop_signals if cfg.num_workers else None,
+            worker_init_fn=ignore_stop_signals if cfg.num_workers else None,
         )
         return iter(loader)
 
@@ -554,7 +435,7 @@ class Trainer:
         first_step = self.step
         window_started, window_first = started, self.step  # it/s over the last log window
         stack = contextlib.ExitStack()
-        requested = stack.enter_context(_stop_requests())
+        requested = stack.enter_context(stop_requests())
         try:
             for batch in self._batches(self.step):
                 out = self.train_step(batch)
