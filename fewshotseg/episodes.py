@@ -94,10 +94,12 @@ class Episode:
 
     @property
     def shots(self) -> int:
+        """S, the number of support images (`collate_episodes` has an example)."""
         return int(self.support_images.shape[0])
 
     @property
     def ways(self) -> int:
+        """N, the number of foreground classes."""
         return int(self.support_masks.shape[1])
 
     def to(self, device: str | torch.device, *, non_blocking: bool = False) -> Episode:
@@ -145,10 +147,10 @@ def collate_episodes(episodes: Sequence[Episode]) -> EpisodeBatch:
         The stacked batch.
 
     Example:
-        >>> ep = Episode(torch.zeros(2, 1, 8, 8), torch.zeros(2, 3, 8, 8), torch.zeros(1, 8, 8),
-        ...              torch.zeros(8, 8, dtype=torch.long))
-        >>> tuple(collate_episodes([ep, ep]).support_masks.shape)
-        (2, 2, 3, 8, 8)
+        >>> z = torch.zeros; ep = Episode(z(2, 1, 8, 8), z(2, 3, 8, 8), z(1, 8, 8), z(8, 8).long())
+        >>> batch = collate_episodes([ep, ep]).to("cpu")
+        >>> ep.shots, ep.ways, len(batch), tuple(batch.support_masks.shape)
+        (2, 3, 2, (2, 2, 3, 8, 8))
     """
     episodes = list(episodes)
     if not episodes:
@@ -324,8 +326,8 @@ class EpisodeSampler(IterableDataset):
         >>> info = sampler.describe(0)
         >>> info.support_scan != info.query_scan, info.classes
         (True, (1, 2))
-        >>> int(sampler.sample().query_label.max())
-        2
+        >>> int(sampler.sample().query_label.max()), sampler.next_index
+        (2, 1)
     """
 
     def __init__(self, images: Sequence[Any], labels: Sequence[Any], *,
@@ -603,7 +605,14 @@ class EpisodeSampler(IterableDataset):
             index: non-negative episode index.
 
         Returns:
-            An :class:`Episode` on the sampler's device.
+            An :class:`Episode` (shapes and dtypes as documented there) on the sampler's device.
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> e = s.episode(3)
+            >>> e.query_label.dtype, e.query_image.equal(s.episode(3).query_image), s.next_index
+            (torch.int64, True, 0)
         """
         if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
             raise ValueError(f"index must be a non-negative int, got {index!r}")
@@ -653,6 +662,12 @@ class EpisodeSampler(IterableDataset):
         next index when iteration begins); with ``DataLoader(..., batch_size=None,
         num_workers=W)`` worker ``w`` builds batches ``w, w + W, ...``, so the stream is the
         same for every ``W``.
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> tuple(s.batches(4).batch(1).support_images.shape)  # episodes 4..7
+            (4, 1, 1, 16, 16)
         """
         return EpisodeBatches(self, batch_size)
 
@@ -668,6 +683,13 @@ class EpisodeSampler(IterableDataset):
         Raises:
             ValueError: the state comes from a sampler with another mode, ways, shots or
                 data (number of usable slices).
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> state = s.state_dict(); first = s.sample().query_image
+            >>> s.load_state_dict(state); torch.equal(s.sample().query_image, first)
+            True
         """
         missing = {"next_index", "seed"} - set(state)
         if missing:
