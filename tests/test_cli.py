@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from fewshotseg import cli
+from fewshotseg.cli import _commands, _common
 from fewshotseg.io import load_label_map, load_volume, save_volume
 from fewshotseg.training import TrainConfig, load_checkpoint
 
@@ -100,12 +101,12 @@ def test_train_flags_build_the_config():
     parser = cli.build_parser()
     args = parser.parse_args(["train", "x", "--lr", "0.02", "--amp", "--batch-size", "3",
                               "--checkpoint-dir", "d", "--no-progress"])  # fmt: skip
-    config = cli._train_config(args)
+    config = _commands._train_config(args)
     assert (config.lr, config.amp, config.batch_size, config.progress) == (0.02, True, 3, False)
     assert config.checkpoint_dir == "d"
     assert config.iterations == TrainConfig.cpu_preset().iterations  # the default preset
     args = parser.parse_args(["train", "x", "--preset", "paper"])
-    assert cli._train_config(args) == TrainConfig()
+    assert _commands._train_config(args) == TrainConfig()
 
 
 @pytest.mark.parametrize("command", ["predict", "evaluate", "demo"])
@@ -128,7 +129,7 @@ def test_amp_reaches_the_predictor(checkpoint, monkeypatch):
     for flags, amp in [(["--amp"], True), (["--amp", "auto"], "auto"), ([], False)]:
         args = parser.parse_args(["evaluate", "--checkpoint", str(checkpoint), "--device", "cpu",
                                   *flags])  # fmt: skip
-        predictor, _ = cli._load_predictor(args)
+        predictor, _ = _common._load_predictor(args)
         assert predictor.amp == amp
         conv = next(m for m in predictor.model.modules() if isinstance(m, torch.nn.Conv2d))
         seen = []
@@ -299,7 +300,7 @@ def test_ctrl_c_during_training_is_one_line_with_the_checkpoint(monkeypatch, tmp
     def stopped(args):
         raise TrainingInterrupted(signal.SIGINT, 7)
 
-    monkeypatch.setattr(cli, "_cmd_train", stopped)
+    monkeypatch.setattr(_commands, "cmd_train", stopped)
     code = cli.main(["train", "x.nii.gz", "--checkpoint-dir", str(tmp_path / "run"), "--quiet"])
     assert code == 128 + signal.SIGINT
     [line] = capsys.readouterr().err.strip().splitlines()
@@ -313,7 +314,7 @@ def test_library_warnings_are_single_log_lines(monkeypatch, capsys):
         warnings.warn("1 of the 4 slices of image_7.nii.gz is blank", UserWarning, stacklevel=1)
         return 0
 
-    monkeypatch.setattr(cli, "_cmd_pseudolabel", warns)
+    monkeypatch.setattr(_commands, "cmd_pseudolabel", warns)
     assert cli.main(["pseudolabel", "x.nii.gz"]) == 0
     err = capsys.readouterr().err
     assert err.strip().splitlines() == ["warning: 1 of the 4 slices of image_7.nii.gz is blank"]
@@ -386,8 +387,8 @@ def test_exclude_by_id_or_name_and_unknown_ids(chaos_like, capsys):
 
 def test_train_on_a_fold_reads_only_its_training_scans(data, tmp_path, monkeypatch):
     read = []
-    load = cli._load_scan
-    monkeypatch.setattr(cli, "_load_scan", lambda path, axis: read.append(path.name)
+    load = _commands._load_scan
+    monkeypatch.setattr(_commands, "_load_scan", lambda path, axis: read.append(path.name)
                         or load(path, axis))  # fmt: skip
     code = cli.main(["train", str(data / "image_*.nii.gz"), "--fold", "0", "--folds", "3",
                      "--checkpoint-dir", str(tmp_path / "ckpt"), "--iterations", "1",
@@ -414,13 +415,13 @@ def test_modality_unlike_the_checkpoints_warns(checkpoint):
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        cli._load_predictor(_model_args(checkpoint))  # the checkpoint's own recipe: silent
-        cli._load_predictor(_model_args(checkpoint, dataset="chaos_t2spir"))
+        _common._load_predictor(_model_args(checkpoint))  # the checkpoint's own recipe: silent
+        _common._load_predictor(_model_args(checkpoint, dataset="chaos_t2spir"))
     with pytest.warns(UserWarning, match="trained with the mri"):
-        _, modality = cli._load_predictor(_model_args(checkpoint, modality="ct"))
+        _, modality = _common._load_predictor(_model_args(checkpoint, modality="ct"))
     assert modality == "ct"  # the user's choice stands
     with pytest.warns(UserWarning, match="--dataset synapse_ct is CT"):
-        cli._load_predictor(_model_args(checkpoint, dataset="synapse_ct"))
+        _common._load_predictor(_model_args(checkpoint, dataset="synapse_ct"))
 
 
 # ----------------------------------------------------------------------- predict's overlay

@@ -410,11 +410,12 @@ def test_signal_stops_at_a_step_boundary_and_resumes_exactly(tmp_path, signum):
 
 def test_cli_reports_a_signal_stop_with_its_exit_status(monkeypatch, capsys):
     from fewshotseg import cli
+    from fewshotseg.cli import _commands
 
     def stopped_by_sigterm(args):
         raise TrainingInterrupted(signal.SIGTERM, 7)
 
-    monkeypatch.setattr(cli, "_cmd_train", stopped_by_sigterm)
+    monkeypatch.setattr(_commands, "cmd_train", stopped_by_sigterm)
     assert cli.main(["train", "scans"]) == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert "SIGTERM at step 7" in err and "rerun to resume" in err
