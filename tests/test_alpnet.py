@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
+from fewshotseg.models.alpnet import standardize
 from fewshotseg.models.backbones import build_encoder, coco_weights_path
 
 
@@ -52,12 +54,29 @@ def test_forward_shapes_n_way_k_shot():
 
 
 def test_sizes_not_multiple_of_8_are_padded_and_cropped():
+    """61 x 59 inputs: each image z-scored, then zero-padded at the bottom and right to 64 x 64
+    (the masks padded with background), and the top-left 61 x 59 of the upsampled logits
+    returned. The same steps done here by hand around the backbone and the pooling give the
+    same numbers; padding on another side, resizing instead, or cropping elsewhere does not."""
     net = ALPNet(backbone="tiny", feature_dim=16).eval()
-    sup, masks, query = episode(size=64)
+    sup, masks, query = episode(size=64, n=2)
+    sup, masks, query = sup[..., :61, :59], masks[..., :61, :59], query[..., :61, :59]
+    pad = (0, 5, 0, 3)  # F.pad order: left, right, top, bottom
+
+    def features(images):  # (B, 1, 61, 59) -> (B, F, 8, 8)
+        return net.encoder(F.pad(standardize(images), pad).expand(-1, 3, -1, -1))
+
     with torch.inference_mode():
-        out = net(sup[..., :61, :59], masks[..., :61, :59], query[..., :61, :59])
-    assert out.shape == (1, 2, 61, 59)
-    assert torch.isfinite(out).all()
+        out = net(sup, masks, query)
+        protos = net.pool.prototypes(
+            features(sup[:, 0])[:, None], F.pad(masks, pad), window_size=net.window
+        )
+        logits = F.interpolate(net.pool.classify(features(query), protos), size=(64, 64),
+                               mode="bilinear", align_corners=False)  # fmt: skip
+    assert out.shape == (1, 3, 61, 59)
+    torch.testing.assert_close(out, logits[..., :61, :59])
+    # the crop keeps what the padded grid computed for the real pixels: not the padded rows
+    assert not torch.allclose(out, logits[..., 3:, 5:])
 
 
 def test_intensity_units_do_not_matter():

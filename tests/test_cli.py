@@ -200,26 +200,74 @@ def test_train_setting2_excludes_slices(data, tmp_path):
     assert (out / "last.pt").is_file()
 
 
-def test_predict_writes_labels_with_the_query_geometry(data, checkpoint, tmp_path):
+def test_predict_writes_labels_with_the_query_geometry(data, checkpoint, tmp_path, monkeypatch):
+    """The file is the query's grid (shape, affine, spacing) and holds the predictor's labels
+    voxel for voxel: no flip, transpose, shift or crop on the way from the network to disk."""
+    from fewshotseg.inference import SupportQueryPredictor
+
     out, png = tmp_path / "pred.nii.gz", tmp_path / "pred.png"
     assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
                      str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
                      "-o", str(out), "--overlay", str(png), "--quiet"]) == 0  # fmt: skip
-    query, pred = load_volume(data / "image_2.nii.gz"), load_volume(out)
+    support, query, pred = (load_volume(data / "image_1.nii.gz"),
+                            load_volume(data / "image_2.nii.gz"), load_volume(out))  # fmt: skip
     assert pred.shape == query.shape
     np.testing.assert_allclose(pred.affine, query.affine)
-    assert set(np.unique(pred.array)) <= {0.0, 1.0, 2.0}
+    np.testing.assert_allclose(pred.spacing, query.spacing)
     assert png.stat().st_size > 0
+    # the same call in memory, on the raw volumes (the predictor applies its recipe itself)
+    predictor = SupportQueryPredictor.from_checkpoint(checkpoint / "last.pt", device="cpu")
+    expected = predictor.segment_volume(
+        support.array, load_label_map(data / "label_1.nii.gz"), query.array, classes=[1, 2]
+    )
+    np.testing.assert_array_equal(pred.array, expected)
+    # an asymmetric answer (the query's own labels) lands on the voxels it was given for
+    truth = load_label_map(data / "label_2.nii.gz")
+    assert not np.array_equal(truth, truth[:, ::-1]) and not np.array_equal(truth, truth[..., ::-1])
+
+    def oracle(self, support_volume, support_labels, query_volume, *, classes=None):
+        assert query_volume.shape == truth.shape
+        return truth
+
+    monkeypatch.setattr(SupportQueryPredictor, "segment_volume", oracle)
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
+                     "-o", str(out), "--quiet"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(load_label_map(out), truth)
 
 
-def test_predict_with_chosen_support_slices(data, checkpoint, tmp_path):
+def test_predict_with_chosen_support_slices(data, checkpoint, tmp_path, monkeypatch):
+    """--support-slices 2 3 --classes 2: one predict call whose shots are exactly slices 2 and 3
+    of the support (intensity recipe applied) with class 2 only, on the whole query; its answer
+    is the file."""
+    from fewshotseg.inference import SupportQueryPredictor
+    from fewshotseg.preprocess import apply_recipe
+
+    calls = []
+    predict = SupportQueryPredictor.predict
+
+    def spy(self, support_img, support_mask, query):
+        calls.append((np.asarray(support_img), np.asarray(support_mask), np.asarray(query)))
+        return predict(self, support_img, support_mask, query)
+
+    monkeypatch.setattr(SupportQueryPredictor, "predict", spy)
+    monkeypatch.setattr(SupportQueryPredictor, "segment_volume", None)  # must not be used
     out = tmp_path / "pred.npz"
     assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
                      str(data / "image_3.nii.gz"), "--checkpoint", str(checkpoint / "last.pt"),
                      "-o", str(out), "--support-slices", "2", "3", "--classes", "2",
                      "--quiet"]) == 0  # fmt: skip
+    support, query = load_volume(data / "image_1.nii.gz"), load_volume(data / "image_3.nii.gz")
+    labels = load_label_map(data / "label_1.nii.gz")
+    [(s_img, s_mask, q_img)] = calls
+    np.testing.assert_allclose(s_img, apply_recipe(support.array, "mri")[[2, 3]])
+    np.testing.assert_array_equal(s_mask, np.where(labels[[2, 3]] == 2, 2, 0))
+    assert (s_mask == 2).any() and not (s_mask == 1).any()
+    np.testing.assert_allclose(q_img, apply_recipe(query.array, "mri"))
     pred = load_label_map(out)
     assert pred.shape == (6, 40, 36) and set(np.unique(pred)) <= {0, 2}
+    predictor = SupportQueryPredictor.from_checkpoint(checkpoint / "last.pt", device="cpu")
+    np.testing.assert_array_equal(pred, predict(predictor, s_img, s_mask, q_img))
 
 
 def test_evaluate_prints_and_saves_a_table(data, checkpoint, tmp_path, capsys):
@@ -240,23 +288,27 @@ def test_evaluate_prints_and_saves_a_table(data, checkpoint, tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "argv",
+    "argv, says",
     [
-        ["pseudolabel", "{tmp}/missing.nii.gz"],
-        ["pseudolabel", "{tmp}/nothing_*.nii.gz"],
-        ["train", "{tmp}/missing.nii.gz", "--checkpoint-dir", "{tmp}/c"],
-        ["predict", "{tmp}/a.nii.gz", "{tmp}/b.nii.gz", "{tmp}/c.nii.gz", "--checkpoint", "x"],
-        ["evaluate", "--checkpoint", "{tmp}/missing.pt", "--images", "{data}/image_*.nii.gz",
-         "--labels", "{data}/label_*.nii.gz"],
-        ["evaluate", "--checkpoint", "{tmp}", "--data", "{tmp}/nowhere"],
-        ["demo", "--checkpoint", "{tmp}/missing.pt"],
+        (["pseudolabel", "{tmp}/missing.nii.gz"], "scan not found: '{tmp}/missing.nii.gz'"),
+        (["pseudolabel", "{tmp}/nothing_*.nii.gz"], "no scan file matches '{tmp}/nothing_*"),
+        (["train", "{tmp}/missing.nii.gz", "--checkpoint-dir", "{tmp}/c"],
+         "scan not found: '{tmp}/missing.nii.gz'"),
+        (["predict", "{tmp}/a.nii.gz", "{tmp}/b.nii.gz", "{tmp}/c.nii.gz", "--checkpoint", "x"],
+         "scan not found: '{tmp}/a.nii.gz'"),
+        (["evaluate", "--checkpoint", "{tmp}/missing.pt", "--images", "{data}/image_*.nii.gz",
+          "--labels", "{data}/label_*.nii.gz"], "checkpoint not found: '{tmp}/missing.pt'"),
+        (["evaluate", "--checkpoint", "{tmp}", "--data", "{tmp}/nowhere"],
+         "no such folder: '{tmp}/nowhere'"),
+        (["demo", "--checkpoint", "{tmp}/missing.pt"], "checkpoint not found: '{tmp}/missing.pt'"),
     ],
 )  # fmt: skip
-def test_bad_paths_give_one_clear_line(argv, data, tmp_path, capsys):
+def test_bad_paths_give_one_clear_line(argv, says, data, tmp_path, capsys):
+    """Each bad path gives its own error, naming what is missing and where."""
     argv = [a.format(tmp=tmp_path, data=data) for a in argv]
     assert cli.main([*argv, "--quiet"]) == 1
     line = _error_line(capsys)
-    assert "missing" in line or "nothing_" in line or "nowhere" in line or "a.nii.gz" in line
+    assert says.format(tmp=tmp_path, data=data) in line
     assert "Traceback" not in line
 
 

@@ -9,7 +9,9 @@ and ``benchmarks/clean_venv.sh`` run every example bare in a subprocess."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import os
 import subprocess
 import sys
@@ -71,13 +73,38 @@ def test_quickstart():
 
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
-    """The output folder shared by steps 1-4, in order (each test runs one step)."""
+    """The output folder shared by steps 1-4."""
     return tmp_path_factory.mktemp("examples")
 
 
-def test_pseudolabels_of_the_shipped_scans(workflow, capsys):
-    out = _run_here("01_pseudolabels.py", "--out", str(workflow), capsys=capsys)
-    assert "patient 8" in out and "patient 2" in out and "shipped" in out
+def _run_step(script: str, *args: str) -> str:
+    """Run an example's ``main`` here with one torch thread; its standard output."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            _load(script).main(list(args))
+    finally:
+        torch.set_num_threads(before)
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def step1(workflow) -> str:
+    """Step 1's output (pseudolabels in the workflow folder)."""
+    return _run_step("01_pseudolabels.py", "--out", str(workflow))
+
+
+@pytest.fixture(scope="module")
+def step2(workflow, step1) -> str:
+    """Step 2's output: it trains on step 1's pseudolabels. Steps 3-4 use its checkpoint, so
+    they run it when needed (alone, with -k, or in any order) and fail with it if it fails."""
+    return _run_step("02_train.py", "--out", str(workflow))
+
+
+def test_pseudolabels_of_the_shipped_scans(workflow, step1):
+    assert "patient 8" in step1 and "patient 2" in step1 and "shipped" in step1
     files = sorted(p.name.split(".")[0] for p in (workflow / "pseudolabels").iterdir())
     assert files == ["image_2", "image_8"]
     from fewshotseg.demo import load_demo_scans
@@ -89,20 +116,17 @@ def test_pseudolabels_of_the_shipped_scans(workflow, capsys):
     assert labels.max() >= 10  # about 20 superpixels per slice inside the body
 
 
-def test_train_on_the_shipped_scan(workflow, capsys):
-    out = _run_here("02_train.py", "--out", str(workflow), capsys=capsys)
-    assert "step 20 of 20" in out
-    assert "computing" not in out  # step 1's pseudolabels were used
+def test_train_on_the_shipped_scan(workflow, step2):
+    assert "step 20 of 20" in step2
+    assert "computing" not in step2  # step 1's pseudolabels were used
     from fewshotseg.training import load_checkpoint
 
     ckpt = load_checkpoint(workflow / "checkpoint" / "last.pt")
     assert ckpt["step"] == 20 and ckpt["image_size"] == 64 and ckpt["modality"] == "mri"
 
 
-def test_predict_with_step_2s_checkpoint(workflow, capsys):
+def test_predict_with_step_2s_checkpoint(workflow, step2, capsys):
     checkpoint = workflow / "checkpoint" / "last.pt"
-    if not checkpoint.is_file():
-        pytest.skip("needs test_train_on_the_shipped_scan's checkpoint")
     out = _run_here("03_predict.py", "--checkpoint", str(checkpoint), "--out", str(workflow),
                     capsys=capsys)  # fmt: skip
     assert out.count("Dice") == 4 and "liver: Dice" in out
@@ -113,10 +137,8 @@ def test_predict_with_step_2s_checkpoint(workflow, capsys):
     assert (workflow / "prediction_2.png").is_file()
 
 
-def test_evaluate_with_step_2s_checkpoint(workflow, capsys):
+def test_evaluate_with_step_2s_checkpoint(workflow, step2, capsys):
     checkpoint = workflow / "checkpoint" / "last.pt"
-    if not checkpoint.is_file():
-        pytest.skip("needs test_train_on_the_shipped_scan's checkpoint")
     out_dir = workflow / "new" / "folder"  # made when missing
     out = _run_here("04_evaluate.py", "--checkpoint", str(checkpoint), "--out", str(out_dir),
                     capsys=capsys)  # fmt: skip
