@@ -53,8 +53,13 @@ class SupportSet:
         """The support sets ``items`` (indices into the batch) of a batched support set, e.g.
         one per query slice for `SupportQueryPredictor.probabilities`."""
         items = torch.as_tensor(items, dtype=torch.long, device=self.prototypes.features.device)
-        protos = Prototypes(self.prototypes.features[items], self.prototypes.members[items])
-        return SupportSet(protos, self.label_values, self.shots)
+        return SupportSet(self.prototypes.select(items), self.label_values, self.shots)
+
+    def combine(self, shots: Any) -> SupportSet:
+        """K-shot support sets ``(G, K)`` from a batch of 1-shot sets, as if each set's shots
+        had been pooled together (`fewshotseg.models.alp.Prototypes.combine`)."""
+        shots = torch.as_tensor(shots, dtype=torch.long, device=self.prototypes.features.device)
+        return SupportSet(self.prototypes.combine(shots), self.label_values, shots.shape[1])
 
 
 def _to_tensor(x: Any, name: str) -> Tensor:

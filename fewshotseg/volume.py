@@ -304,10 +304,19 @@ class VolumeSupport:
 
     def support_sets(self, cls: int, shots: Sequence[Sequence[int]]) -> SupportSet:
         """G 1-way support sets of class ``cls``, set g from support slices ``shots[g]`` (each
-        of the same length K), pooled in one call: a `SupportSet` of batch G."""
+        of the same length K): a `SupportSet` of batch G.
+
+        Each slice is pooled once, as a 1-shot set, and the sets are combined from those (a
+        slice is in up to K sets); equal to pooling each set's slices together."""
         index = np.asarray(shots, dtype=np.int64)  # (G, K)
-        feats = self.features(index.ravel())
+        unique, inverse = np.unique(index, return_inverse=True)
+        masks = torch.from_numpy((self.labels[unique] == cls)[:, None, None].astype(np.float32))
+        single = self.predictor.support_from_features(self.features(unique)[:, None], masks, (cls,))
+        if single.prototypes.background_average is not None:
+            return single.combine(inverse.reshape(index.shape))
+        # a model without local prototypes (PANet) averages over the shots: pool each set
         masks = torch.from_numpy((self.labels[index] == cls)[:, :, None].astype(np.float32))
+        feats = self.features(index.ravel())
         feats = feats.reshape(*index.shape, *feats.shape[1:])
         return self.predictor.support_from_features(feats, masks, (cls,))
 

@@ -106,6 +106,38 @@ def test_batched_equals_per_item(dims, window, seed):
         torch.testing.assert_close(whole[i : i + 1], one, rtol=1e-5, atol=1e-5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    window=st.sampled_from([1, 2, 4]),
+    quiet=st.lists(st.booleans(), min_size=4, max_size=4),
+    seed=st.integers(0, 10_000),
+    data=st.data(),
+)
+def test_combined_one_shot_sets_equal_sets_pooled_together(window, quiet, seed, data):
+    # "busy" shots (random labels) have no cell that is >= 95 % background at windows >= 2,
+    # "quiet" shots (one foreground pixel) have many: mixing them exercises the rule that
+    # spans shots (background averages only when no shot has a local background cell)
+    s, n, c, h, w = 4, 2, 6, 8, 8
+    feats, masks, query = random_support(seed, 1, s, n, c, h, w)
+    for shot, is_quiet in enumerate(quiet):
+        if is_quiet:
+            masks[0, shot] = 0
+            masks[0, shot, shot % n, shot, shot] = 1
+    pool = AdaptiveLocalPrototypePool(window_size=window)
+    single = pool.prototypes(feats[0][:, None], masks[0][:, None], allow_empty=True)
+    k = data.draw(st.integers(1, s))
+    groups = [data.draw(st.permutations(list(range(s))))[:k] for _ in range(3)]
+    combined = single.combine(torch.tensor(groups))
+    for g, shots in enumerate(groups):
+        joint = pool.prototypes(feats[:, shots], masks[:, shots], allow_empty=True)
+        torch.testing.assert_close(
+            pool.classify(query, combined.select(torch.tensor([g]))),
+            pool.classify(query, joint),
+            rtol=1e-5,
+            atol=1e-5,
+        )
+
+
 @settings(max_examples=25, deadline=None)
 @given(dims=dims, window=st.integers(1, 4), seed=st.integers(0, 10_000), data=st.data())
 def test_shot_order_does_not_matter(dims, window, seed, data):

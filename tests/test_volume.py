@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fewshotseg import ALPNet, SupportQueryPredictor, evaluation
+from fewshotseg.models.alp import AdaptiveLocalPrototypePool
 from fewshotseg.preprocess import mri
 from fewshotseg.volume import VolumeConfig, align_slices, clean_up, dtw_path, segment_volume
 
@@ -185,6 +186,18 @@ def test_a_support_prepared_by_another_predictor_is_refused(predictor):
         predictor.segment_volume_with((image, labels), image)
     with pytest.raises(ValueError, match="query_volume"):
         other.segment_volume_with(support, image[0])
+
+
+def test_a_model_without_local_prototypes_segments_volumes_too():
+    # PANet-style pooling averages over the shots, so sets are pooled whole, not combined
+    torch.manual_seed(0)
+    pool = AdaptiveLocalPrototypePool(local=False)
+    panet = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8, pool=pool),
+                                  image_size=32)
+    image, labels = scan()
+    out = segment_volume(panet, image, labels, image, config=VolumeConfig(threshold=0.0))
+    assert not out[:3].any() and not out[7:].any()
+    assert all((out[z] == 2).any() for z in range(3, 7))
 
 
 def test_raw_and_preprocessed_volumes_give_the_same_labels():

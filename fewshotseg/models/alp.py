@@ -39,6 +39,9 @@ class Prototypes:
         members: ``(B, N + 1, K)`` bool; ``members[b, c, k]`` says prototype ``k`` belongs to
             class ``c`` (0 = background). A class with no member scores 0 everywhere (a zero
             prototype, as the reference's guarded masked average gives).
+        background_average: ``(B, K)`` bool or None; marks the background's class-level
+            (masked average) candidates, which count only when no shot has a local background
+            cell. Set by `AdaptiveLocalPrototypePool.prototypes`; `combine` needs it.
 
     Example:
         >>> p = Prototypes(torch.randn(1, 5, 8), torch.ones(1, 3, 5, dtype=torch.bool))
@@ -48,6 +51,7 @@ class Prototypes:
 
     features: Tensor
     members: Tensor
+    background_average: Tensor | None = None
 
     @property
     def num_classes(self) -> int:
@@ -68,7 +72,62 @@ class Prototypes:
         """
         if self.features.shape[0] != 1:
             raise ValueError(f"expand() needs prototypes of batch 1, got {self.features.shape[0]}")
-        return Prototypes(self.features.expand(batch, -1, -1), self.members.expand(batch, -1, -1))
+        average = self.background_average
+        return Prototypes(
+            self.features.expand(batch, -1, -1),
+            self.members.expand(batch, -1, -1),
+            None if average is None else average.expand(batch, -1),
+        )
+
+    def select(self, items: Tensor) -> Prototypes:
+        """Items ``items`` (a 1-D long tensor of batch indices) of a batch of support sets."""
+        average = self.background_average
+        return Prototypes(
+            self.features[items], self.members[items], None if average is None else average[items]
+        )
+
+    def combine(self, shots: Tensor) -> Prototypes:
+        """S-shot support sets from 1-shot ones, equal to pooling each set's shots together.
+
+        Pooling a slice once and combining it into every set it belongs to is cheaper than
+        pooling each set (the whole-volume pipeline reuses a slice in up to 3 sets). Candidates
+        are concatenated shot by shot; the one rule that spans shots is applied again: the
+        background's masked averages count only when no shot has a local background cell.
+
+        Args:
+            shots: ``(G, S)`` long indices into this batch of 1-shot sets.
+
+        Returns:
+            `Prototypes` of batch G with ``S K`` candidates.
+
+        Example:
+            >>> pool = AdaptiveLocalPrototypePool(window_size=2)
+            >>> feats = torch.randn(3, 1, 8, 4, 4)
+            >>> masks = torch.zeros(3, 1, 1, 4, 4); masks[..., :2, :2] = 1
+            >>> single = pool.prototypes(feats, masks)           # 3 one-shot sets
+            >>> pair = single.combine(torch.tensor([[0, 2]]))   # shots 0 and 2 together
+            >>> query = torch.randn(1, 8, 4, 4)
+            >>> both = [0, 2]
+            >>> joint = pool.prototypes(feats[both].transpose(0, 1), masks[both].transpose(0, 1))
+            >>> torch.allclose(pool.classify(query, pair), pool.classify(query, joint), atol=1e-5)
+            True
+        """
+        if self.background_average is None:
+            raise ValueError("combine() needs prototypes pooled with local prototypes")
+        if shots.ndim != 2:
+            raise ValueError(f"shots must be (G, S) indices, got shape {tuple(shots.shape)}")
+        g, s = shots.shape
+        k = self.features.shape[1]
+        members = self.members[shots]  # (G, S, N + 1, K)
+        average = self.background_average[shots]  # (G, S, K)
+        local_background = (members[:, :, 0] & ~average).flatten(1).any(1)  # (G,)
+        background = members[:, :, 0] & ~(average & local_background[:, None, None])
+        members = torch.cat([background[:, :, None], members[:, :, 1:]], dim=2)
+        return Prototypes(
+            self.features[shots].reshape(g, s * k, -1),
+            members.permute(0, 2, 1, 3).reshape(g, -1, s * k),
+            average.reshape(g, s * k),
+        )
 
 
 def _pair(window: int | tuple[int, int]) -> tuple[int, int]:
@@ -248,12 +307,16 @@ class AdaptiveLocalPrototypePool(nn.Module):
 
         features = torch.cat([cells, class_protos.reshape(b, s * (n + 1), c)], dim=1)
         members = torch.cat([local_members, class_members], dim=2)
+        average = torch.zeros(s, n + 1, dtype=torch.bool, device=feats.device)
+        average[:, 0] = True  # which class-level candidates are the background's
+        average = torch.cat([average.new_zeros(cells.shape[1]), average.flatten()])
         # Candidates that no class uses in any item (mixed boundary cells, absent classes)
         # would only cost similarity computations: drop them.
         used = members.any(1).any(0)
         if not used.all():
-            features, members = features[:, used], members[:, :, used]
-        return Prototypes(F.normalize(features, dim=-1, eps=_NORM_EPS), members)
+            features, members, average = features[:, used], members[:, :, used], average[used]
+        normalised = F.normalize(features, dim=-1, eps=_NORM_EPS)
+        return Prototypes(normalised, members, average.expand(b, -1))
 
     def _panet_prototypes(self, class_protos: Tensor, shot_has: Tensor) -> Prototypes:
         b, s, k, c = class_protos.shape
