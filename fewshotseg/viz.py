@@ -35,17 +35,16 @@ logger = logging.getLogger(__name__)
 _VIZ_EXTRA = 'pip install "fewshotseg[viz]"'
 
 
-def _import_matplotlib() -> tuple[Any, Any, Any, Any]:
+def _import_matplotlib() -> tuple[Any, Any, Any]:
     try:
         from matplotlib import colormaps
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-        from matplotlib.lines import Line2D
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
             f"fewshotseg.viz needs matplotlib, from the 'viz' extra: {_VIZ_EXTRA}"
         ) from err
-    return Figure, FigureCanvasAgg, colormaps, Line2D
+    return Figure, FigureCanvasAgg, colormaps
 
 
 def _to_numpy(array: Any) -> np.ndarray:
@@ -84,6 +83,9 @@ def _class_colours(
     ordered = sorted(set(classes or ()) - {0}) + [v for v in values if v not in (classes or {})]
     cmap = colormaps["tab10" if len(ordered) <= 10 else "tab20"]
     return {value: tuple(cmap(i % cmap.N)) for i, value in enumerate(ordered)}
+
+
+_LINESTYLES = {"truth": "solid", "prediction": "dashed"}
 
 
 def overlay(
@@ -137,21 +139,61 @@ def overlay(
         >>> len(fig.axes)
         1
     """
-    Figure_, FigureCanvasAgg, colormaps, Line2D = _import_matplotlib()
-    from matplotlib.patches import Patch
-
+    Figure_, FigureCanvasAgg, colormaps = _import_matplotlib()
     if style not in ("contour", "fill"):
         raise ValueError(f"style must be 'contour' or 'fill', got {style!r}")
     if not 0.0 < float(alpha) <= 1.0:
         raise ValueError(f"alpha must be in (0, 1], got {alpha}")
+    picture = _checked_image(image)
+    named = _named_label_maps(picture, truth=truth, prediction=prediction)
+    index, picture, slices = _pick_slice(picture, [a for _, a in named], slice_index)
+    picture = np.rot90(picture.astype(np.float64), rot90)
+    slices = [np.rot90(s, rot90) for s in slices]
+    low, high = _grey_range(picture) if window is None else window
+    if not high > low:
+        high = low + 1.0
+
+    present = sorted({int(v) for s in slices for v in np.unique(s)} - {0})
+    colours = _class_colours(present, classes, colormaps)
+    panels = [name for name, _ in named] if style == "fill" and named else ["overlay"]
+    legend_width = 1.6 if colours or named else 0.0
+    fig = Figure_(figsize=figsize or (4.0 * len(panels) + legend_width, 4.0), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax in axes:
+        ax.imshow(picture, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
+        ax.set_axis_off()
+    for panel, ((name, _), labels) in enumerate(zip(named, slices, strict=True)):
+        if style == "fill":
+            _fill(axes[panel], labels, colours, alpha)
+            axes[panel].set_title(name)
+        else:
+            _outline(axes[0], labels, colours, _LINESTYLES[name])
+    names = {v: _class_name(v, classes) for v in present}
+    _legend(axes[-1], _overlay_handles(names, colours, style, alpha, [n for n, _ in named]))
+    if title is not None:
+        fig.suptitle(title)
+    elif index is not None:
+        fig.suptitle(f"slice {index}")
+    return fig
+
+
+def _checked_image(image: Any) -> np.ndarray:
+    """The image as numpy; a real ``(H, W)`` or ``(D, H, W)`` array, else ``ValueError``."""
     picture = _to_numpy(image)
     if picture.ndim not in (2, 3) or not np.issubdtype(picture.dtype, np.number):
         raise ValueError(
             f"image must be a real (H, W) slice or (D, H, W) volume, got shape {picture.shape} "
             f"and dtype {picture.dtype}"
         )
+    return picture
+
+
+def _named_label_maps(picture: np.ndarray, **label_maps: Any) -> list[tuple[str, np.ndarray]]:
+    """``[(name, integer label map), ...]`` for the label maps given (not ``None``), each
+    checked to have the image's shape."""
     named: list[tuple[str, np.ndarray]] = []
-    for name, label in (("truth", truth), ("prediction", prediction)):
+    for name, label in label_maps.items():
         if label is None:
             continue
         array = _to_numpy(label)
@@ -161,71 +203,77 @@ def overlay(
                 f"match (resample the label map onto the image grid first)"
             )
         named.append((name, to_label_map(array)))
-    index, picture, slices = _pick_slice(picture, [a for _, a in named], slice_index)
-    picture = np.rot90(picture.astype(np.float64), rot90)
-    slices = [np.rot90(s, rot90) for s in slices]
-    if window is None:
-        finite = picture[np.isfinite(picture)]
-        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
-    else:
-        low, high = window
-    if not high > low:
-        high = low + 1.0
+    return named
 
-    present = sorted({int(v) for s in slices for v in np.unique(s)} - {0})
-    colours = _class_colours(present, classes, colormaps)
-    panels = [name for name, _ in named] if style == "fill" and named else ["overlay"]
-    legend_width = 1.6 if colours or named else 0.0
-    size = figsize or (4.0 * len(panels) + legend_width, 4.0)
-    fig = Figure_(figsize=size, layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    for ax in axes:
-        ax.imshow(picture, cmap="gray", vmin=low, vmax=high, interpolation="nearest")
-        ax.set_axis_off()
 
-    linestyles = {"truth": "solid", "prediction": "dashed"}
-    for panel, ((name, _), labels) in enumerate(zip(named, slices, strict=True)):
-        ax = axes[panel] if style == "fill" else axes[0]
-        if style == "fill":
-            rgba = np.zeros((*labels.shape, 4))
-            for value, colour in colours.items():
-                rgba[labels == value] = (*colour[:3], alpha)
-            ax.imshow(rgba, interpolation="nearest")
-            ax.set_title(name)
-        else:
-            for value, colour in colours.items():
-                mask = labels == value
-                if mask.any():
-                    ax.contour(
-                        mask.astype(np.float32),
-                        levels=[0.5],
-                        colors=[colour],
-                        linestyles=linestyles[name],
-                        linewidths=1.5,
-                    )
+def _grey_range(picture: np.ndarray) -> tuple[float, float]:
+    """The display range of a slice: its finite values' 0.5 and 99.5 percentiles."""
+    finite = picture[np.isfinite(picture)]
+    if not finite.size:
+        return 0.0, 1.0
+    low, high = np.percentile(finite, (0.5, 99.5))
+    return float(low), float(high)
 
-    handles: list[Any] = []
+
+def _class_name(value: int, classes: Mapping[int, str] | None) -> str:
+    return (classes or {}).get(value, f"class {value}")
+
+
+def _fill(ax: Any, labels: np.ndarray, colours: Mapping[int, Any], alpha: float) -> None:
+    """Each class of an ``(H, W)`` label map in its colour, translucent, over the axes."""
+    rgba = np.zeros((*labels.shape, 4))
     for value, colour in colours.items():
-        label = (classes or {}).get(value, f"class {value}")
-        if value not in present:
-            continue
-        if style == "fill":
-            handles.append(Patch(facecolor=colour, alpha=alpha, label=label))
-        else:
-            handles.append(Line2D([], [], color=colour, linewidth=2, label=label))
-    if style == "contour":
-        for name, _ in named:
-            handles.append(Line2D([], [], color="0.3", linestyle=linestyles[name], label=name))
+        rgba[labels == value] = (*colour[:3], alpha)
+    ax.imshow(rgba, interpolation="nearest")
+
+
+def _outline(ax: Any, labels: np.ndarray, colours: Mapping[int, Any], linestyle: str) -> None:
+    """Each class of an ``(H, W)`` label map outlined in its colour."""
+    for value, colour in colours.items():
+        mask = labels == value
+        if mask.any():
+            ax.contour(
+                mask.astype(np.float32),
+                levels=[0.5],
+                colors=[colour],
+                linestyles=linestyle,
+                linewidths=1.5,
+            )
+
+
+def _show_slice(
+    ax: Any, picture: np.ndarray, labels: np.ndarray, colours: Mapping[int, Any], alpha: float
+) -> None:
+    """A grey ``(H, W)`` slice with its labels filled in, no axis."""
+    low, high = _grey_range(picture)
+    ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
+    _fill(ax, labels, colours, alpha)
+    ax.set_axis_off()
+
+
+def _overlay_handles(
+    names: Mapping[int, str],
+    colours: Mapping[int, Any],
+    style: str,
+    alpha: float,
+    label_maps: list[str],
+) -> list[Any]:
+    """Legend entries of `overlay`: a patch or line per class, then the line styles."""
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    if style == "fill":
+        return [Patch(facecolor=colours[v], alpha=alpha, label=n) for v, n in names.items()]
+    handles = [Line2D([], [], color=colours[v], linewidth=2, label=n) for v, n in names.items()]
+    for name in label_maps:
+        handles.append(Line2D([], [], color="0.3", linestyle=_LINESTYLES[name], label=name))
+    return handles
+
+
+def _legend(ax: Any, handles: list[Any]) -> None:
+    """The legend outside the right edge of ``ax`` (nothing when there are no handles)."""
     if handles:
-        axes[-1].legend(
-            handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small"
-        )
-    if title is not None:
-        fig.suptitle(title)
-    elif index is not None:
-        fig.suptitle(f"slice {index}")
-    return fig
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small")
 
 
 def save_overlay(
@@ -328,7 +376,7 @@ def support_query_figure(
         >>> [ax.get_title() for ax in fig.axes]
         ['support + mask', 'query: ground truth', 'query: prediction']
     """
-    Figure_, FigureCanvasAgg, colormaps, _ = _import_matplotlib()
+    Figure_, FigureCanvasAgg, colormaps = _import_matplotlib()
     from matplotlib.patches import Patch
 
     panels = [
@@ -348,26 +396,16 @@ def support_query_figure(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 3)
     for ax, (name, image, labels) in zip(axes, panels, strict=True):
-        picture = np.rot90(image.astype(np.float64), rot90)
-        labels = np.rot90(labels, rot90)
-        finite = picture[np.isfinite(picture)]
-        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
-        ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
-        rgba = np.zeros((*labels.shape, 4))
-        for value, colour in colours.items():
-            rgba[labels == value] = (*colour[:3], alpha)
-        ax.imshow(rgba, interpolation="nearest")
+        _show_slice(ax, np.rot90(image.astype(np.float64), rot90), np.rot90(labels, rot90),
+                    colours, alpha)  # fmt: skip
         ax.set_title(name)
-        ax.set_axis_off()
     handles = []
     for value in present:
-        label = (classes or {}).get(value, f"class {value}")
+        label = _class_name(value, classes)
         if dice is not None and value in dice and np.isfinite(dice[value]):
             label += f": Dice {100 * dice[value]:.1f} %"
         handles.append(Patch(facecolor=colours[value], alpha=alpha, label=label))
-    if handles:
-        axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize="small")  # fmt: skip
+    _legend(axes[-1], handles)
     if title is not None:
         fig.suptitle(title)
     return fig
@@ -399,7 +437,7 @@ def save_training_curve(run: str | os.PathLike, path: str | os.PathLike | None =
         >>> save_training_curve(d).name
         'metrics.png'
     """
-    Figure_, FigureCanvasAgg, _, _ = _import_matplotlib()
+    Figure_, FigureCanvasAgg, _ = _import_matplotlib()
     source = Path(run)
     csv = source / "metrics.csv" if source.is_dir() else source
     if not csv.is_file():
@@ -488,7 +526,7 @@ def overlay_slices(
         >>> [ax.get_title() for ax in fig.axes]
         ['slice 1', 'slice 3']
     """
-    Figure_, FigureCanvasAgg, colormaps, _ = _import_matplotlib()
+    Figure_, FigureCanvasAgg, colormaps = _import_matplotlib()
     from matplotlib.patches import Patch
 
     volume, label_map = _to_numpy(image), to_label_map(_to_numpy(labels))
@@ -505,24 +543,13 @@ def overlay_slices(
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(slice_indices), squeeze=False)[0]
     for ax, z in zip(axes, slice_indices, strict=True):
-        picture = np.rot90(volume[z].astype(np.float64), rot90)
-        lab = np.rot90(label_map[z], rot90)
-        finite = picture[np.isfinite(picture)]
-        low, high = np.percentile(finite, (0.5, 99.5)) if finite.size else (0.0, 1.0)
-        ax.imshow(picture, cmap="gray", vmin=low, vmax=max(high, low + 1e-6))
-        rgba = np.zeros((*lab.shape, 4))
-        for value, colour in colours.items():
-            rgba[lab == value] = (*colour[:3], alpha)
-        ax.imshow(rgba, interpolation="nearest")
+        _show_slice(ax, np.rot90(volume[z].astype(np.float64), rot90),
+                    np.rot90(label_map[z], rot90), colours, alpha)  # fmt: skip
         ax.set_title(f"slice {z}")
-        ax.set_axis_off()
-    handles = [
-        Patch(facecolor=colours[v], alpha=alpha, label=(classes or {}).get(v, f"class {v}"))
-        for v in present
-    ]
-    if handles:
-        axes[-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                        fontsize="small")  # fmt: skip
+    _legend(
+        axes[-1],
+        [Patch(facecolor=colours[v], alpha=alpha, label=_class_name(v, classes)) for v in present],
+    )
     if title is not None:
         fig.suptitle(title)
     return fig
