@@ -73,6 +73,8 @@ __all__ = [
     "ResultTable",
     "SettingRun",
     "SummaryRow",
+    "chunk_centres",
+    "chunk_of",
     "class_slices",
     "cross_validation_folds",
     "evaluate_cross_validation",
@@ -181,11 +183,29 @@ def support_slice_indices(labels: Any, cls: int, *, parts: int = 3) -> list[int]
             f"class {cls} appears in no slice of the support volume; pick a support scan that "
             "contains every evaluated class, or leave the class out of `classes`."
         )
-    return [lst[int(((2 * i + 1) / (2 * parts)) * len(lst))] for i in range(parts)]
+    return chunk_centres(lst, parts)
 
 
-def _chunk_of(z: int, z_min: int, z_max: int, parts: int) -> int:
-    """METHOD.md's chunk formula; a single-slice range goes to the middle chunk."""
+def chunk_centres(slices: Sequence[int], parts: int) -> list[int]:
+    """The centres of ``parts`` equal portions of a class's ascending slice indices:
+    ``slices[int(p * len(slices))]`` for ``p = (2 i + 1) / (2 parts)``.
+
+    Example:
+        >>> chunk_centres(list(range(5, 15)), 3)
+        [6, 10, 13]
+    """
+    return [int(slices[int(((2 * i + 1) / (2 * parts)) * len(slices))]) for i in range(parts)]
+
+
+def chunk_of(z: float, z_min: int, z_max: int, parts: int) -> int:
+    """The chunk (0 .. parts - 1) of slice position ``z`` in a class's range ``[z_min, z_max]``:
+    METHOD.md's formula; positions before / after the range go to the first / last chunk, and
+    a single-slice range to the middle chunk.
+
+    Example:
+        >>> [chunk_of(z, 5, 14, 3) for z in (0, 5, 8, 9, 14, 20)]
+        [0, 0, 1, 1, 2, 2]
+    """
     if z < z_min:
         return 0
     if z > z_max:
@@ -239,7 +259,7 @@ def query_chunks(
         return chunks
     zs = range(lab.shape[0]) if whole_volume else range(z_min, z_max + 1)
     for z in zs:
-        chunks[_chunk_of(z, z_min, z_max, parts)].append(z)
+        chunks[chunk_of(z, z_min, z_max, parts)].append(z)
     return chunks
 
 

@@ -483,13 +483,13 @@ def _support_groups(
 ) -> dict[tuple[int, ...], np.ndarray]:
     """Query slices grouped by the support slices they are segmented with."""
     groups: dict[tuple[int, ...], list[int]] = {}
-    if config.support == "chunks":
-        n, parts = len(present), config.parts
-        picks = [int(present[int((2 * i + 1) / (2 * parts) * n)]) for i in range(parts)]
+    if config.support == "chunks":  # the paper protocol's rules, at the aligned position
+        from fewshotseg.evaluation import chunk_centres, chunk_of
+
+        picks = chunk_centres(present, config.parts)
         lo, hi = int(present.min()), int(present.max())
-        span = max(hi - lo, 1e-9) / config.parts
         for z in np.flatnonzero(inside):
-            chunk = int(np.clip((pos[z] - lo) // span, 0, config.parts - 1))
+            chunk = chunk_of(pos[z], lo, hi, config.parts)
             groups.setdefault((picks[chunk],), []).append(int(z))
     else:
         k = min(config.shots, len(present))
