@@ -1,8 +1,9 @@
 """Shared test set-up: CHAOS data location and the CUDA skip.
 
 The CHAOS T2-SPIR folder (``image_N.nii.gz`` / ``label_N.nii.gz``) is ``$FEWSHOTSEG_CHAOS_DIR``
-when set, else ``../shared/data/chaos_t2spir`` beside the repository. Tests that need it are
-marked ``data`` and skip with the path they looked in (``-ra`` prints the reasons).
+when set, else ``../shared/data/chaos_t2spir`` beside the repository, defined here only. Tests
+that need it take the ``chaos_dir`` fixture, are marked ``data`` and skip with the path they
+looked in (``-ra`` prints the reasons).
 """
 
 from __future__ import annotations
@@ -64,4 +65,3 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-

@@ -9,11 +9,8 @@ import pytest
 
 from fewshotseg import datasets as ds
 from fewshotseg import io as fio
-from tests.conftest import CHAOS_DIR, chaos_skip_reason
 
 nib = pytest.importorskip("nibabel")
-
-CHAOS = CHAOS_DIR  # $FEWSHOTSEG_CHAOS_DIR or ../shared/data/chaos_t2spir
 
 
 def _write(path: Path, array: np.ndarray) -> None:
@@ -194,12 +191,10 @@ def test_chaos_loader_rejects_foreign_labels(layout: Path) -> None:
 
 
 @pytest.mark.data
-def test_real_chaos_t2spir() -> None:
-    if chaos_skip_reason(CHAOS) is not None:
-        pytest.skip(chaos_skip_reason(CHAOS))
-    files = ds.find_cases(CHAOS, "image_*", label_pattern="label_*")
+def test_real_chaos_t2spir(chaos_dir: Path) -> None:
+    files = ds.find_cases(chaos_dir, "image_*", label_pattern="label_*")
     assert len(files) == 20
-    [case] = ds.chaos_t2spir(CHAOS, ids=[1])
+    [case] = ds.chaos_t2spir(chaos_dir, ids=[1])
     assert case.id == "1" and case.image.shape == (37, 256, 256)
     assert case.image.spacing == pytest.approx((7.7, 1.25, 1.25))
     values, counts = np.unique(case.label, return_counts=True)

@@ -27,10 +27,6 @@ from fewshotseg.evaluation import (
     setting_runs,
     support_slice_indices,
 )
-from tests.conftest import CHAOS_DIR, chaos_skip_reason
-
-DATA = CHAOS_DIR  # $FEWSHOTSEG_CHAOS_DIR or ../shared/data/chaos_t2spir
-
 
 # ------------------------------------------------------------------------------------------
 # synthetic scans and predictors
@@ -549,13 +545,11 @@ def test_table_io_errors(tmp_path):
 
 
 @pytest.mark.data
-def test_chaos_fold0_oracle_and_support_slices():
-    if chaos_skip_reason(DATA) is not None:
-        pytest.skip(chaos_skip_reason(DATA))
+def test_chaos_fold0_oracle_and_support_slices(chaos_dir):
     nib = pytest.importorskip("nibabel")
 
     def load(i):
-        lab = np.asarray(nib.load(DATA / f"label_{i}.nii.gz").dataobj)
+        lab = np.asarray(nib.load(chaos_dir / f"label_{i}.nii.gz").dataobj)
         return np.moveaxis(np.rint(lab).astype(np.int64), 2, 0)
 
     support, query = load(8), load(1)
