@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         seed=args.seed,
         checkpoint_dir=str(run_dir(args)),
         checkpoint_every=args.checkpoint_every,
+        snapshot_every=args.snapshot_every,
         num_workers=args.workers,
         log_every=50,
         progress=args.progress,
@@ -322,6 +323,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr-step", type=int, default=1000)
     p.add_argument("--lr-gamma", type=float, default=0.98)
     p.add_argument("--checkpoint-every", type=int, default=250)
+    p.add_argument("--snapshot-every", type=int, default=0,
+                   help="keep step_NNNNNN.pt every N steps (a learning curve); 0: last.pt only")
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers making episodes")
     p.add_argument("--pseudo-mode", default="2d", help="pseudolabel set name: 2d, 3d or a --name")
     p.add_argument("--min-foreground", type=int, default=100)
