@@ -22,10 +22,12 @@ if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
 __all__ = [
+    "extent_slices",
     "overlay",
     "overlay_slices",
     "save_overlay",
     "save_training_curve",
+    "slice_extents",
     "spread_slices",
     "support_query_figure",
 ]
@@ -494,6 +496,114 @@ def spread_slices(labels: Any, count: int = 3) -> list[int]:
     low, high = (int(filled[0]), int(filled[-1])) if filled.size else (0, mask.shape[0] - 1)
     picks = np.linspace(low, high, count + 2)[1:-1] if high > low else np.full(count, low)
     return sorted({int(round(z)) for z in picks})
+
+
+def slice_extents(labels: Any) -> dict[int, tuple[int, int]]:
+    """Each class's extent along the slicing axis: its first and last slice.
+
+    Args:
+        labels: ``(D, H, W)`` integer label map (0 = background), numpy or torch.
+
+    Returns:
+        ``{value: (first, last)}`` for every nonzero value present, in increasing value order.
+
+    Example:
+        >>> lab = np.zeros((9, 4, 4), int); lab[2:7, 0, 0] = 1; lab[5, 1, 1] = 3
+        >>> slice_extents(lab)
+        {1: (2, 6), 3: (5, 5)}
+    """
+    mask = to_label_map(_to_numpy(labels))
+    if mask.ndim != 3:
+        raise ValueError(f"labels must be a (D, H, W) volume, got shape {mask.shape}")
+    extents: dict[int, tuple[int, int]] = {}
+    for value in np.unique(mask):
+        if value != 0:
+            filled = np.flatnonzero((mask == value).reshape(mask.shape[0], -1).any(axis=1))
+            extents[int(value)] = (int(filled[0]), int(filled[-1]))
+    return extents
+
+
+def extent_slices(labels: Any, count: int = 4) -> list[int]:
+    """Slices that show every class of a segmentation, spread over where the classes are.
+
+    Made for `fewshotseg.volume.segment_volume`'s output: it labels a class only in the query
+    slices aligned with the class's extent in the support, so each class's extent in the
+    prediction is the support-matched range where it was localised. No network call is needed.
+
+    1. The fewest slices that together show every class: classes whose extents overlap share
+       one slice, the one of their common range that holds the most of them (nearest its
+       middle on a tie), found greedily by the extents' last slices (interval stabbing).
+    2. Then, until there are ``count``: the middle of the widest gap between the slices chosen
+       and the ends of the classes' extents, counting only slices inside some class's extent
+       (no slice between two organs that share none); the ends themselves come last.
+
+    Args:
+        labels: ``(D, H, W)`` integer label map (a prediction), numpy or torch.
+        count: how many slices to show; more when step 1 needs more (classes that never share
+            a slice), fewer when the extent is shorter.
+
+    Returns:
+        Sorted distinct slice indices. With nothing labelled, ``count`` slices spread over the
+        whole volume.
+
+    Example:
+        >>> lab = np.zeros((40, 4, 4), int)
+        >>> lab[10:36, 0, 0] = 1; lab[15:31, 1, 1] = 4; lab[18:33, 2, 2] = 2  # liver, spleen...
+        >>> extent_slices(lab, 4)  # 24 shows all three; then the widest gaps of 10..35
+        [13, 17, 24, 29]
+    """
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+        raise ValueError(f"count must be a positive int, got {count!r}")
+    mask = to_label_map(_to_numpy(labels))
+    extents = slice_extents(mask)
+    if not extents:
+        return _fill_gaps(set(), 0, mask.shape[0] - 1, count)
+    chosen: set[int] = set()
+    group: list[int] = []
+    common = (0, 0)
+    for value in sorted(extents, key=lambda v: extents[v][1]):
+        first, last = extents[value]
+        if group and first <= common[1]:
+            group.append(value)
+            common = (max(common[0], first), common[1])
+            continue
+        if group:
+            chosen.add(_busiest_slice(mask, group, common))
+        group, common = [value], (first, last)
+    chosen.add(_busiest_slice(mask, group, common))
+    # gaps are counted in slices inside some class's extent: none is spent between two organs
+    covered = np.zeros(mask.shape[0], bool)
+    for first, last in extents.values():
+        covered[first : last + 1] = True
+    zs = np.flatnonzero(covered)
+    ranks = {int(np.searchsorted(zs, z)) for z in chosen}
+    return [int(zs[r]) for r in _fill_gaps(ranks, 0, len(zs) - 1, count)]
+
+
+def _busiest_slice(mask: np.ndarray, values: list[int], span: tuple[int, int]) -> int:
+    """The slice of ``span`` (first, last) holding the most of ``values``, nearest its middle
+    on a tie."""
+    zs = np.arange(span[0], span[1] + 1)
+    held = sum((mask[zs] == v).reshape(len(zs), -1).any(axis=1).astype(int) for v in values)
+    distance = np.abs(zs - (span[0] + span[1]) / 2)
+    return int(zs[np.lexsort((distance, -held))[0]])
+
+
+def _fill_gaps(chosen: set[int], low: int, high: int, count: int) -> list[int]:
+    """Add the middle of the widest gap between ``chosen`` and ``low``/``high`` until there are
+    ``count`` slices; then ``low`` and ``high`` themselves if still short."""
+    chosen = set(chosen)
+    while len(chosen) < count:
+        points = sorted(chosen | {low, high})
+        gaps = [(b - a, a, b) for a, b in zip(points, points[1:], strict=False)]
+        width, a, b = max(gaps, key=lambda gap: gap[0], default=(0, low, high))
+        if width >= 2:
+            chosen.add((a + b) // 2)
+        elif low not in chosen or high not in chosen:
+            chosen.add(low if low not in chosen else high)
+        else:
+            break
+    return sorted(chosen)
 
 
 def overlay_slices(

@@ -482,6 +482,8 @@ def test_modality_unlike_the_checkpoints_warns(checkpoint):
 def test_overlay_names_classes_and_shows_slices_over_the_segmented_extent(
     data, checkpoint, tmp_path, capsys, monkeypatch
 ):
+    from matplotlib.text import Text
+
     import fewshotseg.viz as viz
 
     drawn = {}
@@ -489,7 +491,8 @@ def test_overlay_names_classes_and_shows_slices_over_the_segmented_extent(
 
     def spy(image, labels, zs, **kw):
         drawn.update(zs=zs, classes=kw["classes"], labels=np.asarray(labels))
-        return draw(image, labels, zs, **kw)
+        drawn["fig"] = draw(image, labels, zs, **kw)
+        return drawn["fig"]
 
     monkeypatch.setattr(viz, "overlay_slices", spy)
     png = tmp_path / "o.png"
@@ -500,10 +503,52 @@ def test_overlay_names_classes_and_shows_slices_over_the_segmented_extent(
                      "--quiet"]) == 0  # fmt: skip
     assert png.stat().st_size > 1000
     assert drawn["classes"] == {1: "liver", 2: "kidney"}  # the dataset's, then the user's
-    filled = np.flatnonzero(drawn["labels"].any(axis=(1, 2)))
+    prediction = load_label_map(tmp_path / "p.nii.gz")
+    np.testing.assert_array_equal(drawn["labels"], prediction)
+    # the slices come from each class's extent in the prediction (the support-matched range),
+    # not from the busiest slice
+    assert drawn["zs"] == viz.extent_slices(prediction, 4)
+    filled = np.flatnonzero(prediction.any(axis=(1, 2)))
     if filled.size:  # every slice shown lies inside the segmented extent
         assert all(filled[0] <= z <= filled[-1] for z in drawn["zs"])
-    assert f"slices {', '.join(map(str, drawn['zs']))}" in capsys.readouterr().out
+    texts = [t.get_text() for t in drawn["fig"].findobj(Text)]
+    assert not any(t.startswith("class ") for t in texts)  # names are known: no "class N"
+    shown = {int(v) for z in drawn["zs"] for v in np.unique(prediction[z])} - {0}
+    assert {drawn["classes"][c] for c in shown} <= set(texts)
+    assert any(t.startswith("image_2.nii.gz: prediction from image_1.nii.gz") for t in texts)
+    out = capsys.readouterr().out
+    assert f"slices {', '.join(map(str, drawn['zs']))};" in out
+    for c, (lo, hi) in viz.slice_extents(prediction).items():
+        assert f"{drawn['classes'][c]} in {lo}-{hi}" in out
+
+
+def test_overlay_picks_slices_from_each_class_extent_and_says_what_was_not_found(
+    data, checkpoint, tmp_path, capsys, monkeypatch
+):
+    """A stand-in prediction with hand-made extents: class 1 on slices 0..1, class 2 absent.
+    The overlay shows class 1's slices only and says class 2 (spleen) was not found."""
+    import fewshotseg.viz as viz
+    from fewshotseg.inference import SupportQueryPredictor
+
+    def stand_in(self, support_volume, support_labels, query_volume, *, classes=None):
+        out = np.zeros(query_volume.shape, np.int64)
+        out[0:2, 5:10, 5:10] = 1
+        return out
+
+    monkeypatch.setattr(SupportQueryPredictor, "segment_volume", stand_in)
+    drawn = {}
+    draw = viz.overlay_slices
+    monkeypatch.setattr(viz, "overlay_slices",
+                        lambda *a, **kw: drawn.setdefault("fig", draw(*a, **kw)))  # fmt: skip
+    png = tmp_path / "o.png"
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), "--checkpoint", str(checkpoint),
+                     "-o", str(tmp_path / "p.nii.gz"), "--overlay", str(png),
+                     "--class-names", "1=liver", "2=spleen", "--quiet"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "slices 0, 1; segmented: liver in 0-1)" in out
+    assert [ax.get_title() for ax in drawn["fig"].axes] == ["slice 0", "slice 1"]
+    assert drawn["fig"]._suptitle.get_text().endswith("(nothing found: spleen)")
 
 
 def test_spread_slices_cover_the_extent_evenly():

@@ -101,3 +101,67 @@ def test_support_query_figure_names_organs_with_their_dice() -> None:
     assert legend == ["liver: Dice 50.0 %", "spleen"]  # no score shown for an unscored organ
     with pytest.raises(ValueError, match="query: prediction"):
         support_query_figure(support, s_lab, query, truth, truth[:4])
+
+
+# ------------------------------------------------------------ slices chosen by class extents
+
+
+def _figure_texts(fig) -> list[str]:
+    from matplotlib.text import Text
+
+    return [t.get_text() for t in fig.findobj(Text) if t.get_text()]
+
+
+def test_slice_extents_are_first_and_last_slice_per_class() -> None:
+    labels = np.zeros((12, 3, 3), np.int16)
+    labels[2:7, 0, 0], labels[9, 1, 1], labels[4, 2, 2] = 3, 1, 3  # class 3 twice, in one extent
+    assert viz.slice_extents(labels) == {1: (9, 9), 3: (2, 6)}
+    assert viz.slice_extents(np.zeros((4, 2, 2), int)) == {}
+    with pytest.raises(ValueError, match="D, H, W"):
+        viz.slice_extents(labels[0])
+
+
+def test_extent_slices_show_every_class_then_fill_the_widest_gaps() -> None:
+    labels = np.zeros((40, 3, 3), int)
+    labels[0:10, 0, 0] = 1  # extents 0-9 and 5-14 overlap: one slice, the middle of 5..9
+    labels[5:15, 1, 1] = 2
+    labels[20:30, 2, 2] = 3  # alone: the middle of 20..29 (24 and 25 tie: the first)
+    assert viz.extent_slices(labels, 2) == [7, 24]
+    assert viz.extent_slices(labels, 1) == [7, 24]  # every class is shown, whatever count says
+    # the gaps are counted in slices inside an extent (15..19 hold nothing and are skipped):
+    # 7..24 spans 12 such slices, so its middle (13) comes first, then the middle of 0..7
+    assert viz.extent_slices(labels, 4) == [3, 7, 13, 24]
+    for count in (1, 3, 6):
+        shown = viz.extent_slices(labels, count)
+        assert all(labels[z].any() for z in shown)
+        assert {1, 2, 3} <= {int(v) for z in shown for v in np.unique(labels[z])}
+
+
+def test_extent_slices_prefer_a_slice_holding_every_class_of_a_group() -> None:
+    labels = np.zeros((10, 3, 3), int)
+    labels[0:10, 0, 0] = 1
+    labels[5, 0, 0] = 0  # class 1 skips slice 5, the middle of the common range 4..6
+    labels[4:7, 1, 1] = 2
+    assert viz.extent_slices(labels, 1) == [4]  # 4 and 6 hold both classes; 4 comes first
+
+
+def test_extent_slices_on_short_or_empty_extents() -> None:
+    labels = np.zeros((40, 2, 2), int)
+    labels[10:13, 0, 0] = 1
+    assert viz.extent_slices(labels, 4) == [10, 11, 12]  # no more slices than the extent has
+    assert viz.extent_slices(np.zeros((5, 2, 2), int), 3) == [1, 2, 3]  # nothing: whole volume
+    with pytest.raises(ValueError, match="count"):
+        viz.extent_slices(labels, 0)
+
+
+def test_overlay_slices_name_the_classes_and_never_say_class_n() -> None:
+    image = np.random.default_rng(1).normal(size=(6, 16, 16))
+    labels = np.zeros((6, 16, 16), int)
+    labels[1:5, 2:8, 2:8], labels[2:4, 10:14, 10:14] = 1, 4
+    zs = viz.extent_slices(labels, 3)
+    fig = viz.overlay_slices(image, labels, zs, classes={1: "liver", 4: "spleen"}, title="q")
+    texts = _figure_texts(fig)
+    assert "liver" in texts and "spleen" in texts
+    assert not any(t.startswith("class") for t in texts)
+    assert [ax.get_title() for ax in fig.axes] == [f"slice {z}" for z in zs]
+    assert "class 4" in _figure_texts(viz.overlay_slices(image, labels, zs))  # unnamed: a number

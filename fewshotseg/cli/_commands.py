@@ -379,17 +379,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     counts = {int(c): int((prediction == c).sum()) for c in classes}
     print(f"wrote {out} ({query.shape[0]} slices in {seconds:.1f} s; voxels per class {counts})")
     if args.overlay:
-        from fewshotseg.viz import overlay_slices, spread_slices
-
-        names = _class_names(args, classes)
-        # slices spread over the query extent the support was matched to (what was segmented)
-        zs = spread_slices(prediction, 3)
-        fig = overlay_slices(query.array, prediction, zs, classes=names, rot90=1,
-                             title=f"{query_path.name}: prediction")  # fmt: skip
-        Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.overlay, dpi=100)
-        print(f"wrote {args.overlay} (slices {', '.join(map(str, zs))})")
+        _write_overlay(args, query.array, prediction, classes, f"{query_path.name}: prediction "
+                       f"from {support_path.name}")  # fmt: skip
     return 0
+
+
+def _write_overlay(
+    args: argparse.Namespace, image: Any, prediction: Any, classes: Sequence[int], title: str
+) -> None:
+    """``--overlay``: a few query slices chosen by each class's extent in the prediction (where
+    the support's classes were localised, `fewshotseg.viz.extent_slices`), organs named."""
+    from fewshotseg.viz import extent_slices, overlay_slices, slice_extents
+
+    names = _class_names(args, classes)
+    unnamed = [c for c in classes if names[c] == f"class {c}"]
+    if unnamed:
+        logger.info(
+            "the overlay calls class(es) %s 'class N': name them with --class-names VALUE=NAME "
+            "or --dataset",
+            ", ".join(map(str, unnamed)),
+        )
+    extents = slice_extents(prediction)
+    missing = [names[c] for c in classes if c not in extents]
+    if missing:
+        title += f" (nothing found: {', '.join(missing)})"
+    zs = extent_slices(prediction, 4)
+    fig = overlay_slices(image, prediction, zs, classes=names, rot90=1, title=title)
+    Path(args.overlay).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.overlay, dpi=100)
+    found = ", ".join(f"{names[c]} in {lo}-{hi}" for c, (lo, hi) in extents.items() if c in names)
+    print(f"wrote {args.overlay} (slices {', '.join(map(str, zs))}; segmented: {found or 'none'})")
 
 
 def _class_names(args: argparse.Namespace, classes: Sequence[int]) -> dict[int, str]:

@@ -302,7 +302,9 @@ def _add_predict(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--overlay",
         metavar="PNG",
-        help="also write an overlay PNG: three slices spread over the segmented extent",
+        help="also write an overlay PNG: four query slices chosen by where each class was "
+        "segmented (the support-matched range): one holding every organ where their ranges "
+        "overlap, the rest spread over the ranges; organs named by --class-names or --dataset",
     )
     p.add_argument(
         "--class-names",
