@@ -51,6 +51,7 @@ from typing import Any, Literal
 import numpy as np
 from tqdm.auto import tqdm
 
+from fewshotseg._checks import check_real, to_label_map, to_numpy
 from fewshotseg.datasets import CHAOS_CLASSES, CHAOS_PATIENT_IDS, SETTING2_GROUPS
 from fewshotseg.folds import (
     Fold,
@@ -60,7 +61,7 @@ from fewshotseg.folds import (
     excluded_classes,
     setting_runs,
 )
-from fewshotseg.metrics import as_label_map, assd, confusion_counts, hd95
+from fewshotseg.metrics import assd, confusion_counts, hd95
 from fewshotseg.results import PROTOCOLS, ResultRow, ResultTable, SummaryRow
 
 __all__ = [
@@ -97,7 +98,7 @@ Protocol = Literal["paper", "whole_volume", "realistic"]
 
 
 def _volume_labels(labels: Any, name: str) -> np.ndarray:
-    lab = as_label_map(labels, name)
+    lab = to_label_map(labels, name)
     if lab.ndim != 3:
         raise ValueError(
             f"{name} must be a (D, H, W) label volume with slices along axis 0, got shape "
@@ -107,16 +108,9 @@ def _volume_labels(labels: Any, name: str) -> np.ndarray:
 
 
 def _volume_image(image: Any, name: str) -> np.ndarray:
-    if hasattr(image, "detach") and hasattr(image, "cpu"):
-        image = image.detach().cpu().numpy()
-    if not isinstance(image, np.ndarray):
-        raise TypeError(
-            f"{name} must be a numpy array or torch tensor, got {type(image).__name__}."
-        )
-    if not (np.issubdtype(image.dtype, np.number) or image.dtype == np.bool_) or np.iscomplexobj(
-        image
-    ):
-        raise TypeError(f"{name} must have a real numeric dtype, got {image.dtype}.")
+    image = to_numpy(image, name)
+    if image.dtype != np.bool_:
+        check_real(image, name)
     if image.ndim != 3:
         raise ValueError(
             f"{name} must be a (D, H, W) volume with slices along axis 0, got shape {image.shape}."
@@ -281,7 +275,7 @@ def _predict_fn(predictor: Any) -> Callable[[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _run_predict(fn: Callable, s_img: np.ndarray, s_mask: np.ndarray, q: np.ndarray) -> np.ndarray:
-    out = as_label_map(fn(s_img, s_mask, q), "predictor output")
+    out = to_label_map(fn(s_img, s_mask, q), "predictor output")
     if out.shape != q.shape:
         raise ValueError(
             f"the predictor returned shape {out.shape} for a query of shape {q.shape}; it must "
@@ -397,7 +391,7 @@ def evaluate_pair(
             raise ValueError("the realistic protocol is 1-way (segment_volume); use ways=1.")
         # The query labels are not read before the prediction exists: they only score it.
         volume = _segment_volume_fn(predictor)(s_img, s_lab, q_img, classes=classes)
-        predicted = as_label_map(volume, "segment_volume output")
+        predicted = to_label_map(volume, "segment_volume output")
         if predicted.shape != q_img.shape:
             raise ValueError(
                 f"segment_volume returned shape {predicted.shape} for a query of shape "

@@ -31,6 +31,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from fewshotseg._checks import to_label_map
+
 __all__ = [
     "DERIVED_TAGS",
     "PREDICTION_TAG",
@@ -492,42 +494,6 @@ def load_volume(
     )
 
 
-def to_label_map(array: Any) -> np.ndarray:
-    """Convert an array of integer values (any real dtype) to an int32 label map.
-
-    Args:
-        array: label values, any shape; floats must hold whole numbers.
-
-    Returns:
-        int32 array of the same shape.
-
-    Raises:
-        ValueError: if values are not whole numbers, NaN, or out of the int32 range.
-
-    Example:
-        >>> to_label_map(np.array([0.0, 1.0, 4.0]))
-        array([0, 1, 4], dtype=int32)
-    """
-    array = np.asarray(array)
-    if array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer):
-        values = array
-    elif np.issubdtype(array.dtype, np.floating):
-        if not np.all(np.isfinite(array)):
-            raise ValueError("a label map cannot hold NaN or infinite values")
-        values = np.rint(array)
-        if not np.array_equal(values, array):
-            raise ValueError(
-                "a label map must hold whole numbers, but this array has fractional values; "
-                "was it resampled with linear interpolation? Use order=0 (nearest) for labels"
-            )
-    else:
-        raise TypeError(f"expected a numeric label array, got dtype {array.dtype}")
-    info = np.iinfo(np.int32)
-    if values.size and (values.min() < info.min or values.max() > info.max):
-        raise ValueError("label values must fit in int32")
-    return values.astype(np.int32)
-
-
 def load_label_map(
     path: str | os.PathLike,
     *,
@@ -558,15 +524,9 @@ def load_label_map(
     """
     volume = load_volume(path, axis=axis, backend=backend)
     try:
-        labels = to_label_map(volume.array)
+        return to_label_map(volume.array, "the file")
     except ValueError as err:
         raise ValueError(f"{str(path)!r} is not a label map: {err}") from err
-    if labels.size and labels.min() < 0:
-        raise ValueError(
-            f"{str(path)!r} is not a label map: it has negative values (down to {labels.min()}); "
-            "labels are 0 for background and positive integers for classes"
-        )
-    return labels
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,6 +47,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from fewshotseg._checks import to_label_map
+
 __all__ = [
     "ConfusionCounts",
     "DiceMetric",
@@ -69,62 +71,9 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------------------------
 
 
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    """numpy array or torch tensor (any device) -> numpy array, without copying numpy input."""
-    if isinstance(x, np.ndarray):
-        return x
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        return x.detach().cpu().numpy()
-    if isinstance(x, (list, tuple)):
-        return np.asarray(x)
-    raise TypeError(
-        f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}. "
-        "Convert it with np.asarray(...) first."
-    )
-
-
-def as_label_map(x: Any, name: str = "labels") -> np.ndarray:
-    """Validate an integer label map and return it as a numpy integer array.
-
-    Args:
-        x: numpy array or torch tensor, integer or bool dtype, or float with whole-number values.
-        name: what to call the argument in error messages.
-
-    Returns:
-        The labels as a numpy array of an integer dtype (bool becomes ``uint8``), same shape.
-
-    Raises:
-        TypeError: ``x`` is not an array, or has a non-numeric dtype.
-        ValueError: ``x`` is 0-dimensional, has NaN/inf, non-whole or negative values.
-
-    Example:
-        >>> as_label_map(np.array([0.0, 2.0])).dtype
-        dtype('int64')
-    """
-    a = _to_numpy(x, name)
-    if a.ndim == 0:
-        raise ValueError(f"{name} must be at least 1-D (a slice or a volume), got a scalar.")
-    if a.dtype == np.bool_:
-        return a.astype(np.uint8)
-    if np.issubdtype(a.dtype, np.integer):
-        out = a
-    elif np.issubdtype(a.dtype, np.floating):
-        if not np.all(np.isfinite(a)):
-            raise ValueError(f"{name} contains NaN or inf; label maps must be whole numbers >= 0.")
-        if not np.all(a == np.round(a)):
-            raise ValueError(
-                f"{name} has non-integer values; pass an integer label map (0 = background), "
-                "e.g. probabilities.argmax(0) or (probabilities > 0.5)."
-            )
-        out = a.astype(np.int64)
-    else:
-        raise TypeError(
-            f"{name} must have an integer, bool or float dtype, got {a.dtype}. "
-            "Pass an integer label map (0 = background)."
-        )
-    if out.size and out.min() < 0:
-        raise ValueError(f"{name} has negative labels (min {out.min()}); labels must be >= 0.")
-    return out
+as_label_map = to_label_map
+"""The label-map check of `fewshotseg.io.to_label_map` (the same function), under the name the
+metrics have always used."""
 
 
 def _pair(pred: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from fewshotseg._checks import check_finite, check_real, to_numpy
+
 __all__ = [
     "INTENSITY_RECIPES",
     "apply_recipe",
@@ -42,24 +44,11 @@ logger = logging.getLogger(__name__)
 
 
 def _as_array(volume: Any, name: str = "volume") -> np.ndarray:
-    if hasattr(volume, "detach"):  # torch tensor
-        volume = volume.detach().cpu().numpy()
-    array = np.asarray(volume)
-    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.number):
-        raise TypeError(f"{name} must be a real-valued array, got dtype {array.dtype}")
-    if np.issubdtype(array.dtype, np.complexfloating):
-        raise TypeError(f"{name} must be real-valued, got dtype {array.dtype}")
+    array = to_numpy(volume, name, sequences=True)
+    check_real(array, name)
     if array.size == 0:
         raise ValueError(f"{name} is empty (shape {array.shape})")
     return array
-
-
-def _check_finite(array: np.ndarray, name: str = "volume") -> None:
-    if np.issubdtype(array.dtype, np.floating) and not np.all(np.isfinite(array)):
-        raise ValueError(
-            f"{name} holds NaN or infinite values; replace them first, e.g. "
-            f"np.nan_to_num(volume, nan=volume[np.isfinite(volume)].min())"
-        )
 
 
 def clip_top(volume: Any, *, percent: float = 0.5) -> np.ndarray:
@@ -82,7 +71,7 @@ def clip_top(volume: Any, *, percent: float = 0.5) -> np.ndarray:
         994.005
     """
     array = _as_array(volume)
-    _check_finite(array)
+    check_finite(array, "volume")
     if not 0.0 <= percent < 100.0:
         raise ValueError(f"percent must be in [0, 100), got {percent}; the paper uses 0.5")
     cutoff = np.percentile(array, 100.0 - percent)
@@ -109,7 +98,7 @@ def zscore(volume: Any, *, mean: float | None = None, std: float | None = None) 
         [-1.2247, 0.0, 1.2247]
     """
     array = _as_array(volume).astype(np.float64)
-    _check_finite(array)
+    check_finite(array, "volume")
     mu = float(array.mean()) if mean is None else float(mean)
     sigma = float(array.std()) if std is None else float(std)
     if not np.isfinite(sigma) or sigma <= 0:
@@ -142,7 +131,7 @@ def intensity_stats(volumes: Iterable[Any]) -> tuple[float, float]:
     count, total, total_sq = 0, 0.0, 0.0
     for i, volume in enumerate(volumes):
         array = _as_array(volume, f"volume {i}").astype(np.float64)
-        _check_finite(array, f"volume {i}")
+        check_finite(array, f"volume {i}")
         count += array.size
         total += float(array.sum())
         total_sq += float(np.square(array).sum())
@@ -246,7 +235,7 @@ def ct(
         [-1.0, -0.375, 1.0]
     """
     array = _as_array(volume)
-    _check_finite(array)
+    check_finite(array, "volume")
     low, high = (float(w) for w in window)
     if not low < high:
         raise ValueError(f"window must be (low, high) with low < high, got {window}")
@@ -328,7 +317,7 @@ def resample(
     if shape == data.shape:
         return data.copy() if order == 0 else data.astype(np.float32)
     if order > 0:
-        _check_finite(data, "array")
+        check_finite(data, "array")
         data = data.astype(np.float32)
     factors = tuple(m / n for m, n in zip(shape, data.shape, strict=True))
     out = ndimage.zoom(data, factors, order=order, mode="nearest", grid_mode=True)

@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from scipy import ndimage as ndi
 
+from fewshotseg._checks import check_finite, check_real, to_numpy
 from fewshotseg._regions import finalise, full_structure, largest_component
 from fewshotseg.io import PSEUDOLABEL_TAG
 
@@ -572,19 +573,8 @@ def _warn_constant(
 
 def _as_image(volume: Any) -> np.ndarray:
     """Validate and convert to a float64 numpy array (2D or 3D, finite, non-empty)."""
-    if type(volume).__module__.startswith("torch") and hasattr(volume, "detach"):
-        volume = volume.detach().cpu().numpy()
-    if not isinstance(volume, np.ndarray):
-        raise TypeError(
-            f"expected a numpy array or torch tensor, got {type(volume).__name__}; wrap lists "
-            "with np.asarray(...)"
-        )
-    if volume.dtype == np.bool_ or not (
-        np.issubdtype(volume.dtype, np.integer) or np.issubdtype(volume.dtype, np.floating)
-    ):
-        raise TypeError(
-            f"expected an image of real numbers (integer or float dtype), got {volume.dtype}"
-        )
+    volume = to_numpy(volume, "image")
+    check_real(volume, "image")
     if volume.ndim not in (2, 3):
         raise ValueError(
             f"expected a (H, W) slice or a (D, H, W) volume, got {volume.ndim}-D shape "
@@ -593,11 +583,7 @@ def _as_image(volume: Any) -> np.ndarray:
     if volume.size == 0:
         raise ValueError(f"expected a non-empty image, got shape {volume.shape}")
     image = volume.astype(np.float64)
-    if not np.isfinite(image).all():
-        raise ValueError(
-            "image has NaN or infinite values; replace them first, e.g. "
-            "np.nan_to_num(image, nan=image[np.isfinite(image)].min())"
-        )
+    check_finite(image, "image")
     return image
 
 

@@ -254,6 +254,26 @@ def test_to_label_map() -> None:
         fio.to_label_map(np.array([np.nan]))
 
 
+def test_one_label_map_rule_for_io_and_metrics() -> None:
+    """One converter (issue 18.4): integer arrays come back as they are, bool and whole-number
+    floats as int32, whatever name it is called by; negative labels are refused."""
+    import torch
+
+    from fewshotseg.metrics import as_label_map
+
+    assert as_label_map is fio.to_label_map
+    for dtype in (np.uint8, np.int16, np.int64):
+        a = np.array([[0, 3]], dtype)
+        assert fio.to_label_map(a) is a
+    assert fio.to_label_map(np.array([True, False])).dtype == np.int32
+    assert fio.to_label_map(np.array([1.0, 4.0], np.float32)).dtype == np.int32
+    assert fio.to_label_map(torch.tensor([0, 2])).tolist() == [0, 2]
+    with pytest.raises(ValueError, match=r"pred has negative values \(down to -2\)"):
+        fio.to_label_map(np.array([0, -2]), "pred")
+    with pytest.raises(ValueError, match="scalar"):
+        fio.to_label_map(np.array(1))
+
+
 names = st.text(alphabet="abcXYZ019_-.", min_size=1, max_size=12).filter(
     lambda s: s.strip(".") == s
 )

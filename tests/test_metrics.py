@@ -203,7 +203,7 @@ def test_bad_classes_and_spacing_raise():
 def test_as_label_map_keeps_integer_arrays_without_copy():
     a = np.array([[0, 2]], dtype=np.int16)
     assert as_label_map(a) is a
-    assert as_label_map(np.array([True, False])).dtype == np.uint8
+    assert as_label_map(np.array([True, False])).dtype == np.int32
 
 
 # ------------------------------------------------------------------------------------------
