@@ -41,7 +41,7 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import IterableDataset, get_worker_info
 
+from fewshotseg._checks import check_finite, check_real, to_label_map, to_numpy
+from fewshotseg.episode_records import Episode, EpisodeBatch, collate_episodes
 from fewshotseg.transforms import (
     AugmentConfig,
     TransformParams,
@@ -75,105 +77,6 @@ _DEFAULT_AUGMENT = AugmentConfig()
 _MAX_COMBINATIONS = 20_000
 
 
-@dataclass
-class Episode:
-    """One few-shot episode (S shots, N ways), as the model consumes it.
-
-    Attributes:
-        support_images: ``(S, 1, H, W)`` float32.
-        support_masks: ``(S, N, H, W)`` float32 one-hot foreground (0 or 1); background is
-            wherever no class is set.
-        query_image: ``(1, H, W)`` float32.
-        query_label: ``(H, W)`` int64 in ``0..N`` (0 background, n = n-th class), 255 = ignore.
-    """
-
-    support_images: Tensor
-    support_masks: Tensor
-    query_image: Tensor
-    query_label: Tensor
-
-    @property
-    def shots(self) -> int:
-        """S, the number of support images (`collate_episodes` has an example)."""
-        return int(self.support_images.shape[0])
-
-    @property
-    def ways(self) -> int:
-        """N, the number of foreground classes."""
-        return int(self.support_masks.shape[1])
-
-    def to(self, device: str | torch.device, *, non_blocking: bool = False) -> Episode:
-        """A copy with every tensor on ``device``."""
-        return Episode(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                          for f in fields(self)})
-
-
-@dataclass
-class EpisodeBatch:
-    """A batch of B episodes with the same S, N, H, W (see :func:`collate_episodes`).
-
-    Attributes:
-        support_images: ``(B, S, 1, H, W)`` float32.
-        support_masks: ``(B, S, N, H, W)`` float32 one-hot foreground.
-        query_images: ``(B, 1, H, W)`` float32.
-        query_labels: ``(B, H, W)`` int64 in ``0..N``, 255 = ignore.
-    """
-
-    support_images: Tensor
-    support_masks: Tensor
-    query_images: Tensor
-    query_labels: Tensor
-
-    def __len__(self) -> int:
-        return int(self.query_images.shape[0])
-
-    def to(self, device: str | torch.device, *, non_blocking: bool = False) -> EpisodeBatch:
-        """A copy with every tensor on ``device``."""
-        return EpisodeBatch(**{f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
-                               for f in fields(self)})
-
-    def pin_memory(self) -> EpisodeBatch:
-        """Pinned-memory copy (called by ``DataLoader(pin_memory=True)``)."""
-        return EpisodeBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
-
-
-def collate_episodes(episodes: Sequence[Episode]) -> EpisodeBatch:
-    """Stack episodes into an :class:`EpisodeBatch` (a ``collate_fn`` for ``DataLoader``).
-
-    Args:
-        episodes: one or more :class:`Episode` with identical shapes.
-
-    Returns:
-        The stacked batch.
-
-    Example:
-        >>> z = torch.zeros; ep = Episode(z(2, 1, 8, 8), z(2, 3, 8, 8), z(1, 8, 8), z(8, 8).long())
-        >>> batch = collate_episodes([ep, ep]).to("cpu")
-        >>> ep.shots, ep.ways, len(batch), tuple(batch.support_masks.shape)
-        (2, 3, 2, (2, 2, 3, 8, 8))
-    """
-    episodes = list(episodes)
-    if not episodes:
-        raise ValueError("collate_episodes needs at least one episode")
-    for i, ep in enumerate(episodes):
-        if not isinstance(ep, Episode):
-            raise TypeError(f"item {i} is a {type(ep).__name__}, expected an Episode")
-    first = episodes[0]
-    for i, ep in enumerate(episodes[1:], start=1):
-        for f in fields(Episode):
-            a, b = getattr(first, f.name), getattr(ep, f.name)
-            if a.shape != b.shape:
-                raise ValueError(f"episode {i} has {f.name} of shape {tuple(b.shape)} but episode "
-                                 f"0 has {tuple(a.shape)}; batch only episodes with the same "
-                                 "shots, ways and image size")
-    return EpisodeBatch(
-        support_images=torch.stack([e.support_images for e in episodes]),
-        support_masks=torch.stack([e.support_masks for e in episodes]),
-        query_images=torch.stack([e.query_image for e in episodes]),
-        query_labels=torch.stack([e.query_label for e in episodes]),
-    )
-
-
 @dataclass(frozen=True)
 class EpisodeInfo:
     """Where episode ``index`` comes from (see :meth:`EpisodeSampler.describe`).
@@ -196,41 +99,16 @@ class EpisodeInfo:
     classes: tuple[int, ...]
 
 
-def _to_numpy(x: Any, what: str, scan: int) -> np.ndarray:
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{what} of scan {scan} must be a numpy array or torch tensor, "
-                        f"got {type(x).__name__}")
+def _volume(x: Any, name: str) -> np.ndarray:
+    """A (D, H, W) array (an (H, W) slice gets a leading axis), numpy or torch, not empty."""
+    x = to_numpy(x, name)
     if x.ndim == 2:
         x = x[None]
     if x.ndim != 3:
-        raise ValueError(f"{what} of scan {scan} must be (D, H, W) (or one (H, W) slice), got "
-                         f"shape {x.shape}")
+        raise ValueError(f"{name} must be (D, H, W) (or one (H, W) slice), got shape {x.shape}")
     if 0 in x.shape:
-        raise ValueError(f"{what} of scan {scan} is empty (shape {x.shape})")
+        raise ValueError(f"{name} is empty (shape {x.shape})")
     return x
-
-
-def _as_label_volume(x: Any, what: str, scan: int) -> np.ndarray:
-    arr = _to_numpy(x, what, scan)
-    if arr.dtype == np.bool_:
-        return arr.astype(np.int64)
-    if np.issubdtype(arr.dtype, np.floating):
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{what} of scan {scan} contains NaN or infinite values")
-        rounded = np.rint(arr)
-        if not np.array_equal(rounded, arr):
-            raise ValueError(f"{what} of scan {scan} has non-integer values; pass an integer "
-                             "label map (e.g. np.rint(labels).astype(np.int32))")
-        arr = rounded
-    elif not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"{what} of scan {scan} must have an integer dtype, got {arr.dtype}")
-    arr = arr.astype(np.int64, copy=False)
-    if arr.min() < 0:
-        raise ValueError(f"{what} of scan {scan} has negative values ({arr.min()}); labels are "
-                         "0 (background) and positive ids")
-    return arr
 
 
 def _resize(images: np.ndarray, labels: np.ndarray, size: tuple[int, int]
@@ -265,6 +143,57 @@ def _slice_counts(labels: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     key = flat + (np.arange(d, dtype=np.int64)[:, None] * (top + 1))
     uniq, cnt = np.unique(key[flat > 0], return_counts=True)
     return uniq // (top + 1), uniq % (top + 1), cnt
+
+
+def _check_settings(*, mode: str, ways: Any, shots: Any, min_foreground: Any, rank: Any,
+                    max_resamples: Any, augment: Any, image_size: Any, seed: Any
+                    ) -> tuple[int, int]:
+    """`EpisodeSampler`'s scalar arguments checked; returns ``image_size`` as ``(H, W)``."""
+    if mode not in ("superpixel", "supervised"):
+        raise ValueError(f"mode must be 'superpixel' or 'supervised', got {mode!r}")
+    for name, value, low in (("ways", ways, 1), ("shots", shots, 1),
+                             ("min_foreground", min_foreground, 1), ("rank", rank, 0),
+                             ("max_resamples", max_resamples, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+            raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    if augment is not None and not isinstance(augment, AugmentConfig):
+        raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment)}")
+    size_t: tuple[Any, ...] = (image_size, image_size) \
+        if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+    if len(size_t) != 2 or min(size_t) < 1:
+        raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    return int(size_t[0]), int(size_t[1])
+
+
+def _check_scan_lists(images: Any, labels: Any, exclude_from: Any, exclude_classes: Any,
+                      mode: str) -> tuple[list[Any], list[Any], list[Any] | None]:
+    """`EpisodeSampler`'s per-scan lists checked (one label volume per scan, and one
+    ``exclude_from`` volume per scan when classes are excluded; in supervised mode the labels
+    say where they are by default)."""
+    for name, seq in (("images", images), ("labels", labels), ("exclude_from", exclude_from)):
+        if isinstance(seq, (np.ndarray, Tensor)):
+            raise TypeError(f"{name} must be a list of (D, H, W) volumes, one per scan; "
+                            f"wrap a single volume as [{name}]")
+    images, labels = list(images), list(labels)
+    if not images:
+        raise ValueError("images is empty: pass at least one (D, H, W) scan")
+    if len(images) != len(labels):
+        raise ValueError(f"got {len(images)} images but {len(labels)} label volumes; pass "
+                         "one label volume per scan")
+    if exclude_classes and exclude_from is None:
+        if mode == "superpixel":
+            raise ValueError("exclude_classes needs exclude_from in superpixel mode: pass the "
+                             "label volumes saying where those classes are")
+        exclude_from = labels
+    if exclude_from is not None:
+        exclude_from = list(exclude_from)
+        if len(exclude_from) != len(images):
+            raise ValueError(f"exclude_from has {len(exclude_from)} volumes for "
+                             f"{len(images)} scans")
+    return images, labels, exclude_from
 
 
 class EpisodeSampler(IterableDataset):
@@ -339,51 +268,17 @@ class EpisodeSampler(IterableDataset):
                  min_foreground: int = 100, seed: int | None = None, rank: int = 0,
                  device: str | torch.device | None = None, max_resamples: int = 10) -> None:
         super().__init__()
-        if mode not in ("superpixel", "supervised"):
-            raise ValueError(f"mode must be 'superpixel' or 'supervised', got {mode!r}")
-        for name, value, low in (("ways", ways, 1), ("shots", shots, 1),
-                                 ("min_foreground", min_foreground, 1), ("rank", rank, 0),
-                                 ("max_resamples", max_resamples, 0)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-        if augment is not None and not isinstance(augment, AugmentConfig):
-            raise TypeError(f"augment must be an AugmentConfig or None, got {type(augment)}")
-        size_t: tuple[Any, ...] = (image_size, image_size) \
-            if isinstance(image_size, (int, np.integer)) else tuple(image_size)
-        if len(size_t) != 2 or min(size_t) < 1:
-            raise ValueError(f"image_size must be a positive int or (H, W), got {image_size!r}")
-        size = (int(size_t[0]), int(size_t[1]))
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                                 or seed < 0):
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
-        for name, seq in (("images", images), ("labels", labels), ("exclude_from", exclude_from)):
-            if isinstance(seq, (np.ndarray, Tensor)):
-                raise TypeError(f"{name} must be a list of (D, H, W) volumes, one per scan; "
-                                f"wrap a single volume as [{name}]")
-        images, labels = list(images), list(labels)
-        if not images:
-            raise ValueError("images is empty: pass at least one (D, H, W) scan")
-        if len(images) != len(labels):
-            raise ValueError(f"got {len(images)} images but {len(labels)} label volumes; pass "
-                             "one label volume per scan")
-        exclude = sorted({int(c) for c in exclude_classes})
-        if exclude and exclude_from is None:
-            if mode == "superpixel":
-                raise ValueError("exclude_classes needs exclude_from in superpixel mode: pass the "
-                                 "label volumes saying where those classes are")
-            exclude_from = labels
-        if exclude_from is not None:
-            exclude_from = list(exclude_from)
-            if len(exclude_from) != len(images):
-                raise ValueError(f"exclude_from has {len(exclude_from)} volumes for "
-                                 f"{len(images)} scans")
-
+        size = _check_settings(mode=mode, ways=ways, shots=shots, min_foreground=min_foreground,
+                               rank=rank, max_resamples=max_resamples, augment=augment,
+                               image_size=image_size, seed=seed)
+        images, labels, exclude_from = _check_scan_lists(images, labels, exclude_from,
+                                                         exclude_classes, mode)
         self.mode = mode
         self.ways = int(ways)
         self.shots = int(shots)
         self.image_size = size
         self.augment = None if augment is None or augment.is_identity else augment
-        self.exclude_classes = tuple(exclude)
+        self.exclude_classes = tuple(sorted({int(c) for c in exclude_classes}))
         self.min_foreground = int(min_foreground)
         self.rank = int(rank)
         self.device = torch.device(device) if device is not None else torch.device("cpu")
@@ -393,52 +288,59 @@ class EpisodeSampler(IterableDataset):
         self.resample_count = 0
         self._next_index = 0
 
-        self._images: list[Tensor] = []
-        self._labels: list[Tensor] = []
-        excluded_slices = 0
-        per_scan: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
-        keep_masks: list[np.ndarray] = []
-        for s, (img, lab) in enumerate(zip(images, labels, strict=True)):
-            img_np = _to_numpy(img, "image", s)
-            if not np.issubdtype(img_np.dtype, np.number) or np.iscomplexobj(img_np):
-                raise TypeError(f"image of scan {s} must be real-valued, got {img_np.dtype}")
-            if not np.isfinite(img_np).all():
-                raise ValueError(f"image of scan {s} contains NaN or infinite values")
-            lab_np = _as_label_volume(lab, "labels", s)
-            if img_np.shape != lab_np.shape:
-                raise ValueError(f"scan {s}: image shape {img_np.shape} != label shape "
-                                 f"{lab_np.shape}; each label volume must match its image")
-            if mode == "supervised":
-                has_fg = bool(((lab_np > 0) & (lab_np != IGNORE_INDEX)).any())
-            else:
-                has_fg = bool(lab_np.any())
-            if not has_fg:
-                raise ValueError(f"labels of scan {s} have no foreground (all 0"
-                                 f"{' or 255' if mode == 'supervised' else ''}); remove the scan "
-                                 "or check its (pseudo)labels")
-            keep: np.ndarray = np.ones(img_np.shape[0], dtype=bool)
-            if exclude:
-                assert exclude_from is not None
-                ex = _as_label_volume(exclude_from[s], "exclude_from", s)
-                if ex.shape != img_np.shape:
-                    raise ValueError(f"scan {s}: exclude_from shape {ex.shape} != image shape "
-                                     f"{img_np.shape}")
-                keep = np.asarray(~np.isin(ex, exclude).any(axis=(1, 2)))
-                excluded_slices += int((~keep).sum())
-            img_t, lab_t = _resize(img_np, lab_np, size)
-            per_scan.append(_slice_counts(lab_t))
-            keep_masks.append(keep)
-            self._images.append(img_t.to(self.device))
-            self._labels.append(lab_t.to(self.device))
-        self.excluded_slices = excluded_slices
-
+        per_scan, keep_masks = self._load_scans(images, labels, exclude_from)
         if mode == "superpixel":
             self._build_superpixel_index(per_scan, keep_masks)
         else:
             self._build_supervised_index(per_scan, keep_masks)
         logger.info("EpisodeSampler(%s): %d scans, %d usable slices, %d excluded (setting 2), "
                     "%d-way %d-shot at %s", mode, len(images), self.num_slices,
-                    excluded_slices, self.ways, self.shots, size)
+                    self.excluded_slices, self.ways, self.shots, size)
+
+    def _load_scans(self, images: list[Any], labels: list[Any], exclude_from: list[Any] | None
+                    ) -> tuple[list[tuple[np.ndarray, np.ndarray, np.ndarray]], list[np.ndarray]]:
+        """Check each scan, resize it to ``image_size`` onto the device, and count its classes.
+
+        Sets ``_images``, ``_labels`` and ``excluded_slices``; returns, per scan, the
+        `_slice_counts` of its labels and which of its slices setting 2 keeps."""
+        self._images: list[Tensor] = []
+        self._labels: list[Tensor] = []
+        self.excluded_slices = 0
+        per_scan: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        keep_masks: list[np.ndarray] = []
+        for s, (img, lab) in enumerate(zip(images, labels, strict=True)):
+            img_np = _volume(img, f"image of scan {s}")
+            check_real(img_np, f"image of scan {s}")
+            check_finite(img_np, f"image of scan {s}")
+            lab_np = to_label_map(_volume(lab, f"labels of scan {s}"), f"labels of scan {s}")
+            lab_np = lab_np.astype(np.int64, copy=False)
+            if img_np.shape != lab_np.shape:
+                raise ValueError(f"scan {s}: image shape {img_np.shape} != label shape "
+                                 f"{lab_np.shape}; each label volume must match its image")
+            if self.mode == "supervised":
+                has_fg = bool(((lab_np > 0) & (lab_np != IGNORE_INDEX)).any())
+            else:
+                has_fg = bool(lab_np.any())
+            if not has_fg:
+                raise ValueError(f"labels of scan {s} have no foreground (all 0"
+                                 f"{' or 255' if self.mode == 'supervised' else ''}); remove the "
+                                 "scan or check its (pseudo)labels")
+            keep: np.ndarray = np.ones(img_np.shape[0], dtype=bool)
+            if self.exclude_classes:
+                assert exclude_from is not None
+                ex = to_label_map(_volume(exclude_from[s], f"exclude_from of scan {s}"),
+                                  f"exclude_from of scan {s}")
+                if ex.shape != img_np.shape:
+                    raise ValueError(f"scan {s}: exclude_from shape {ex.shape} != image shape "
+                                     f"{img_np.shape}")
+                keep = np.asarray(~np.isin(ex, self.exclude_classes).any(axis=(1, 2)))
+                self.excluded_slices += int((~keep).sum())
+            img_t, lab_t = _resize(img_np, lab_np, self.image_size)
+            per_scan.append(_slice_counts(lab_t))
+            keep_masks.append(keep)
+            self._images.append(img_t.to(self.device))
+            self._labels.append(lab_t.to(self.device))
+        return per_scan, keep_masks
 
     # ------------------------------------------------------------------ indices
     def _build_superpixel_index(self, per_scan, keep_masks) -> None:

@@ -370,7 +370,7 @@ class Trainer:
 
     @staticmethod
     def _as_batch(batch: Any) -> Any:
-        from fewshotseg.episodes import Episode, collate_episodes
+        from fewshotseg.episode_records import Episode, collate_episodes
 
         if isinstance(batch, Episode):
             return collate_episodes([batch])
@@ -379,7 +379,7 @@ class Trainer:
         return batch
 
     def _batches(self, start_step: int) -> Iterator[Any]:
-        from fewshotseg.episodes import collate_episodes
+        from fewshotseg.episode_records import collate_episodes
 
         cfg = self.config
         first, last = start_step * cfg.batch_size, cfg.iterations * cfg.batch_size

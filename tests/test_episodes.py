@@ -355,3 +355,13 @@ def test_cuda_episodes_match_cpu_choices():
     a, b = cpu.episode(2), gpu.episode(2)
     assert b.query_image.is_cuda
     torch.testing.assert_close(b.query_image.cpu(), a.query_image, atol=1e-4, rtol=1e-4)
+
+
+def test_episode_records_are_still_importable_from_episodes():
+    """The records moved to fewshotseg.episode_records (issue 18); the old names are the same
+    objects."""
+    from fewshotseg import episode_records, episodes
+
+    for name in episode_records.__all__:
+        assert getattr(episodes, name) is getattr(episode_records, name)
+        assert name in episodes.__all__

@@ -20,12 +20,7 @@ MAX_FUNCTION_CODE_LINES = 80
 # Exceptions to the limits, each with its reason; keep this short. An entry that is no longer
 # needed fails the test, so the list only shrinks. Keys: a module's path relative to the
 # repository, or "path:Qualified.function_name".
-ALLOWED: dict[str, str] = {
-    # Not split yet: episodes.py belongs to changes in progress elsewhere (issue 18 asks for
-    # it too); remove the entries when it is split.
-    "fewshotseg/episodes.py": "not split yet (issue 18)",
-    "fewshotseg/episodes.py:EpisodeSampler.__init__": "argument checks, not split yet (issue 18)",
-}
+ALLOWED: dict[str, str] = {}
 
 
 # ------------------------------------------------------------------------------ measuring
