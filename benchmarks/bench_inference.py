@@ -100,7 +100,8 @@ def precision_volumes(quick: bool) -> tuple[np.ndarray, np.ndarray, list, str]:
     from fewshotseg.demo import load_demo_scans
 
     sup, qry = load_demo_scans()
-    return sup.image, sup.label, [(qry.id, qry.image, qry.label)], "shipped demo pair"
+    return (sup.image.array, sup.label.astype(np.int64),
+            [(qry.id, qry.image.array, qry.label)], "shipped demo pair")  # fmt: skip
 
 
 def _dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:

@@ -32,31 +32,26 @@ def output_suffix() -> str:
 def run(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     if args.data is None:  # the shipped scans
-        support, query = load_demo_scans()
-        scans = [(s.id, s.image, s.spacing, None) for s in (support, query)]
+        cases = load_demo_scans()  # datasets.Case records, like the folder loaders give
         source = "shipped CHAOS scans"
     else:
         fold = fss.cross_validation_folds(fss.evaluation.CHAOS_PATIENT_IDS)[0]
         ids = fold.train if args.all else fold.train[:1]
         cases = fss.datasets.chaos_t2spir(args.data, ids, labels=False)  # images only
-        scans = [(c.id, c.image.array, c.image.spacing, c.image) for c in cases]
         source = str(args.data)
     labels = fss.SuperpixelPseudolabeler(mode=args.mode).label_many(
-        [image for _, image, _, _ in scans],
-        spacings=[spacing for _, _, spacing, _ in scans],
+        [c.image.array for c in cases],
+        spacings=[c.image.spacing for c in cases],
         workers=args.workers,
         progress=False,
-        names=[f"patient {scan_id}" for scan_id, _, _, _ in scans],
+        names=[f"patient {c.id}" for c in cases],
     )
     folder = args.out / "pseudolabels"
-    for (scan_id, _, spacing, volume), lab in zip(scans, labels, strict=True):
-        path = folder / f"image_{scan_id}.superpixels{output_suffix()}"
-        if volume is not None:
-            fss.io.save_volume(lab, path, like=volume)
-        else:
-            fss.io.save_volume(lab, path, spacing=spacing)
-        print(f"patient {scan_id}: up to {lab.max()} superpixels per slice -> {path}")
-    print(f"{len(scans)} scans ({source}) in {time.perf_counter() - started:.1f} s")
+    for case, lab in zip(cases, labels, strict=True):
+        path = folder / f"image_{case.id}.superpixels{output_suffix()}"
+        fss.io.save_volume(lab, path, like=case.image)  # the scan's geometry
+        print(f"patient {case.id}: up to {lab.max()} superpixels per slice -> {path}")
+    print(f"{len(cases)} scans ({source}) in {time.perf_counter() - started:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> None:
     full = args.cpu or args.paper
     if args.data is None:
         support, _ = load_demo_scans()
-        scans = [(support.id, support.image)]
+        scans = [(support.id, support.image.array)]
     else:
         fold = fss.cross_validation_folds(fss.evaluation.CHAOS_PATIENT_IDS)[0]
         ids = fold.train if full else fold.train[:1]

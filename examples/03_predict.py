@@ -50,13 +50,10 @@ def run(args: argparse.Namespace) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.data is None:
         support, query = load_demo_scans()
-        s_image, s_label, q_image, q_label = support.image, support.label, query.image, query.label
-        like, spacing = None, query.spacing
     else:
         support, query = fss.datasets.chaos_t2spir(args.data, [8, 2])
-        s_image, s_label = support.image.array, support.label
-        q_image, q_label = query.image.array, query.label
-        like, spacing = query.image, None
+    s_image, s_label = support.image.array, support.label
+    q_image, q_label = query.image.array, query.label
     started = time.perf_counter()
     # raw intensities in: the predictor applies its checkpoint's intensity recipe itself
     prediction = predictor.segment_volume(s_image, s_label, q_image, classes=ORGANS)
@@ -64,10 +61,7 @@ def run(args: argparse.Namespace) -> None:
 
     suffix = ".nii.gz" if importlib.util.find_spec("nibabel") else ".npz"
     path = args.out / f"prediction_{query.id}{suffix}"
-    if like is not None:
-        out = fss.io.save_volume(prediction.astype("uint8"), path, like=like)
-    else:
-        out = fss.io.save_volume(prediction.astype("uint8"), path, spacing=spacing)
+    out = fss.io.save_volume(prediction.astype("uint8"), path, like=query.image)
     names = fss.datasets.CHAOS_T2SPIR.classes
     scores = fss.dice(prediction, q_label, classes=ORGANS)  # labels read only to score
     for c, d in scores.items():

@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> None:
         started = time.perf_counter()
         table = fss.evaluate_fold(
             predictor,
-            prepare(support.image),
+            prepare(support.image.array),
             support.label,
-            {q.id: (prepare(q.image), q.label) for q in queries},
+            {q.id: (prepare(q.image.array), q.label) for q in queries},
             classes=ORGANS,
             protocol=protocol,
             class_names=fss.evaluation.CHAOS_CLASSES,

@@ -163,26 +163,54 @@ class CaseFiles:
 
 @dataclass(frozen=True, eq=False)
 class Case:
-    """One loaded scan and its optional label map.
+    """One scan and its optional label map: the record fewshotseg uses for "a scan and its
+    labels" (the folder loaders here and `fewshotseg.demo` return it).
+
+    The scan's geometry (spacing, affine, the file it came from) is its `fewshotseg.io.Volume`;
+    the label map lies on the same voxel grid, which is checked when the record is made.
 
     Attributes:
         id: the case id, e.g. ``"1"`` for ``image_1.nii.gz``.
-        image: the scan, ``image.array`` is ``(D, H, W)`` float32.
-        label: ``(D, H, W)`` int32 label map with the image's shape, or ``None``.
+        image: the scan, ``image.array`` is ``(D, H, W)`` float32, ``image.spacing`` in mm.
+        label: ``(D, H, W)`` integer label map (int32 from the loaders) with the image's shape,
+            or ``None``.
+
+    Raises:
+        TypeError: ``image`` is not a `fewshotseg.io.Volume`.
+        ValueError: ``label`` has another shape than the image.
 
     Example:
         >>> from fewshotseg.io import Volume
         >>> vol = Volume(np.zeros((1, 2, 2), np.float32), (1.0, 1.0, 1.0), None, 2, None, "npy")
-        >>> Case("1", vol, None).id
-        '1'
+        >>> Case("1", vol, None).id, Case("1", vol, np.zeros((1, 2, 2), np.int32)).image.shape
+        ('1', (1, 2, 2))
+        >>> Case("1", vol, np.zeros((2, 2, 2), np.int32))
+        Traceback (most recent call last):
+        ...
+        ValueError: case '1': label shape (2, 2, 2) != image shape (1, 2, 2); ...
     """
 
     id: str
     image: fio.Volume
     label: np.ndarray | None
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.image, fio.Volume):
+            raise TypeError(
+                f"case {self.id!r}: image must be a fewshotseg.io.Volume (array and geometry), "
+                f"got {type(self.image).__name__}; wrap an array as "
+                "Volume(array, spacing, None, 2, None, 'npy')"
+            )
+        if self.label is not None and tuple(self.label.shape) != self.image.shape:
+            raise ValueError(
+                f"case {self.id!r}: label shape {tuple(self.label.shape)} != image shape "
+                f"{self.image.shape}; labels must be on the scan's voxel grid"
+            )
+
 
 def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
+    """Natural order (``"2"`` before ``"10"``): the one order of case ids and file names,
+    used by the loaders here, `fewshotseg.folds` and the command line's globs."""
     return tuple(
         (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
     )

@@ -14,7 +14,7 @@ slices per organ) scores liver, right kidney, left kidney and spleen.
 Example:
     >>> support, query = load_demo_scans()
     >>> support.id, query.id, support.image.shape[1:], support.label.dtype
-    ('8', '2', (256, 256), dtype('int64'))
+    ('8', '2', (256, 256), dtype('int32'))
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from fewshotseg.datasets import Case
 from fewshotseg.evaluation import (
     CHAOS_CLASSES,
     ResultTable,
@@ -37,13 +39,13 @@ from fewshotseg.evaluation import (
     query_chunks,
     support_slice_indices,
 )
+from fewshotseg.io import Volume
 from fewshotseg.preprocess import INTENSITY_RECIPES, apply_recipe  # noqa: F401 (re-export)
 
 __all__ = [
     "DEMO_CLASSES",
     "DEMO_DATA",
     "DemoResult",
-    "DemoScan",
     "format_report",
     "load_chaos_fold",
     "load_demo_scans",
@@ -59,27 +61,18 @@ DEMO_DATA = Path(__file__).resolve().parent / "data" / "chaos_demo.npz"
 #: The organs the demo scores: 1 liver, 2 right kidney, 3 left kidney, 4 spleen.
 DEMO_CLASSES: tuple[int, ...] = (1, 2, 3, 4)
 
-@dataclass(frozen=True, eq=False)
-class DemoScan:
-    """One labelled scan of the demo.
 
-    Attributes:
-        id: patient id as a string (``"8"``).
-        image: ``(D, H, W)`` image in raw intensities (float32).
-        label: ``(D, H, W)`` int64 labels (0 background, CHAOS classes 1..4).
-        spacing: voxel size in mm, ``(D, H, W)`` order.
-
-    Example:
-        >>> scan = DemoScan("1", np.zeros((2, 4, 4), np.float32), np.zeros((2, 4, 4), np.int64),
-        ...                 (7.7, 1.25, 1.25))
-        >>> scan.image.shape == scan.label.shape
-        True
-    """
-
-    id: str
-    image: np.ndarray
-    label: np.ndarray
-    spacing: tuple[float, float, float]
+def __getattr__(name: str) -> Any:
+    if name == "DemoScan":  # deprecated: the demo's scans are datasets.Case records (issue 18)
+        warnings.warn(
+            "fewshotseg.demo.DemoScan is deprecated and will be removed in the next release: the "
+            "demo's scans are fewshotseg.datasets.Case records (scan.image.array, "
+            "scan.image.spacing, scan.label)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return Case
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -112,23 +105,26 @@ class DemoResult:
     overlay: Path | None = None
 
 
-def load_demo_scans(path: str | os.PathLike | None = None) -> tuple[DemoScan, DemoScan]:
+def load_demo_scans(path: str | os.PathLike | None = None) -> tuple[Case, Case]:
     """Read the embedded demo scans: ``(support, query)`` = CHAOS patients 8 and 2.
 
     Args:
         path: the ``.npz`` file (default :data:`DEMO_DATA`).
 
     Returns:
-        The support and the query scan: images ``(D, 256, 256)`` float32 in raw intensities,
-        labels int64 of the same shape, spacing ``(D, H, W)`` in mm.
+        The support and the query scan as `fewshotseg.datasets.Case` records: ``image.array``
+        ``(D, 256, 256)`` float32 in raw intensities with ``image.spacing`` ``(D, H, W)`` in
+        mm (no affine), ``label`` int32 of the same shape.
 
     Raises:
         FileNotFoundError: if the file is missing from this installation.
 
     Example:
         >>> support, query = load_demo_scans()
-        >>> support.image.shape, query.image.dtype, query.label.shape == query.image.shape
+        >>> support.image.shape, query.image.array.dtype, query.label.shape == query.image.shape
         ((34, 256, 256), dtype('float32'), True)
+        >>> [round(s, 2) for s in support.image.spacing]  # mm, (D, H, W) order
+        [7.7, 1.25, 1.25]
     """
     file = Path(path) if path is not None else DEMO_DATA
     if not file.is_file():
@@ -138,18 +134,24 @@ def load_demo_scans(path: str | os.PathLike | None = None) -> tuple[DemoScan, De
         )
     with np.load(file) as data:
         scans = tuple(
-            DemoScan(
+            Case(
                 id=str(int(data[f"{role}_id"])),
-                image=data[f"{role}_image"].astype(np.float32),
-                label=data[f"{role}_label"].astype(np.int64),
-                spacing=tuple(float(s) for s in data[f"{role}_spacing"]),  # type: ignore[arg-type]
+                image=Volume(
+                    array=data[f"{role}_image"].astype(np.float32),
+                    spacing=tuple(float(s) for s in data[f"{role}_spacing"]),  # type: ignore[arg-type]
+                    affine=None,
+                    axis=2,  # the files' axial axis, first here
+                    path=file,
+                    format="npz",
+                ),
+                label=data[f"{role}_label"].astype(np.int32),
             )
             for role in ("support", "query")
         )
     return scans[0], scans[1]
 
 
-def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[DemoScan, list[DemoScan]]:
+def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[Case, list[Case]]:
     """Read the support and query scans of one fold from a CHAOS-layout folder.
 
     The folds are :func:`fewshotseg.evaluation.cross_validation_folds` over the patient ids
@@ -161,8 +163,9 @@ def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[DemoScan,
         fold: fold index (0..4).
 
     Returns:
-        ``(support, queries)``: `DemoScan` s, images ``(D, H, W)`` float32 (axial slices
-        first, as `fewshotseg.datasets.chaos_t2spir` reads them), labels int64.
+        ``(support, queries)``: the `fewshotseg.datasets.Case` records
+        `fewshotseg.datasets.chaos_t2spir` reads: images ``(D, H, W)`` float32 (axial slices
+        first), labels int32.
 
     Raises:
         FileNotFoundError: if the folder or a file is missing.
@@ -175,8 +178,8 @@ def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[DemoScan,
         ...     np.save(f"{d}/image_{i}.npy", np.zeros((4, 4, 3)))
         ...     np.save(f"{d}/label_{i}.npy", np.ones((4, 4, 3)))
         >>> support, queries = load_chaos_fold(d, fold=0)
-        >>> support.image.shape, support.image.dtype, support.label.dtype, len(queries)
-        ((3, 4, 4), dtype('float32'), dtype('int64'), 1)
+        >>> support.image.shape, support.image.array.dtype, support.label.dtype, len(queries)
+        ((3, 4, 4), dtype('float32'), dtype('int32'), 1)
     """
     from fewshotseg.datasets import chaos_t2spir, find_cases
 
@@ -187,16 +190,7 @@ def load_chaos_fold(folder: str | os.PathLike, fold: int = 0) -> tuple[DemoScan,
         raise ValueError(f"fold must be in 0..{len(folds) - 1}, got {fold}")
     chosen = folds[fold]
     cases = chaos_t2spir(folder, [chosen.support, *chosen.test])
-    scans = [
-        DemoScan(
-            id=c.id,
-            image=c.image.array,
-            label=np.asarray(c.label, dtype=np.int64),
-            spacing=c.image.spacing,
-        )
-        for c in cases
-    ]
-    return scans[0], scans[1:]
+    return cases[0], cases[1:]
 
 
 def protocol_slice_prediction(
@@ -307,12 +301,12 @@ def run_demo(
         support, queries = load_chaos_fold(data, fold)
         source = str(data)
     names = {c: CHAOS_CLASSES[c] for c in DEMO_CLASSES}
-    s_img = apply_recipe(support.image, modality)
+    s_img = apply_recipe(support.image.array, modality)
     started = time.perf_counter()
     tables = []
     prepared = []
     for q in queries:
-        q_img = apply_recipe(q.image, modality)
+        q_img = apply_recipe(q.image.array, modality)
         prepared.append(q_img)
         tables.append(
             evaluate_pair(
@@ -352,9 +346,9 @@ def run_demo(
 
 def _write_overlay(
     predictor: Any,
-    support: DemoScan,
+    support: Case,
     s_img: np.ndarray,
-    query: DemoScan,
+    query: Case,
     q_img: np.ndarray,
     protocol: str,
     path: Path,
@@ -373,9 +367,9 @@ def _write_overlay(
     )
     try:
         fig = support_query_figure(
-            support.image[z_s],
+            support.image.array[z_s],
             np.where(np.isin(support.label[z_s], DEMO_CLASSES), support.label[z_s], 0),
-            query.image[z],
+            query.image.array[z],
             np.where(np.isin(query.label[z], DEMO_CLASSES), query.label[z], 0),
             pred,
             classes=names,

@@ -28,14 +28,27 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 
 def test_embedded_scans_are_chaos_patients_8_and_2():
+    from fewshotseg.datasets import Case
+
     support, query = demo.load_demo_scans()
     assert (support.id, query.id) == ("8", "2")
     assert support.image.shape == (34, 256, 256) and query.image.shape == (31, 256, 256)
     for scan in (support, query):
-        assert scan.label.shape == scan.image.shape
+        assert isinstance(scan, Case)  # one record for a scan and its labels (issue 18.4)
+        assert scan.label.shape == scan.image.shape and scan.label.dtype == np.int32
         assert set(np.unique(scan.label)) == {0, 1, 2, 3, 4}
-        assert scan.spacing == pytest.approx((7.7, 1.25, 1.25), rel=1e-5)
-        assert scan.image.dtype == np.float32 and 100 < scan.image.max() < 2000
+        assert scan.image.spacing == pytest.approx((7.7, 1.25, 1.25), rel=1e-5)
+        assert scan.image.array.dtype == np.float32 and 100 < scan.image.array.max() < 2000
+
+
+def test_demo_scan_is_a_deprecated_name_for_case():
+    from fewshotseg.datasets import Case
+
+    with pytest.warns(DeprecationWarning, match="datasets.Case"):
+        assert demo.DemoScan is Case
+    assert "DemoScan" not in demo.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nothing'"):
+        demo.Nothing  # noqa: B018
 
 
 def test_embedded_scans_equal_the_source_files(chaos_dir):
@@ -44,7 +57,7 @@ def test_embedded_scans_equal_the_source_files(chaos_dir):
     support, query = demo.load_demo_scans()
     for scan in (support, query):
         np.testing.assert_array_equal(
-            scan.image, load_volume(chaos_dir / f"image_{scan.id}.nii.gz").array
+            scan.image.array, load_volume(chaos_dir / f"image_{scan.id}.nii.gz").array
         )
         np.testing.assert_array_equal(
             scan.label, load_label_map(chaos_dir / f"label_{scan.id}.nii.gz")

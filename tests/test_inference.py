@@ -196,14 +196,16 @@ def test_cpu_bf16_agrees_with_fp32_on_a_chaos_slice(organs):
     probabilities within the tolerance docs/howto.md states (measured over the 12 protocol
     slices of the demo scans: labels agree on >= 99.6 %, largest difference 0.062, mean
     <= 0.0018)."""
-    from fewshotseg.demo import apply_recipe, load_demo_scans
+    from fewshotseg.demo import load_demo_scans
     from fewshotseg.evaluation import support_slice_indices
+    from fewshotseg.preprocess import apply_recipe
 
     sup, qry = load_demo_scans()
     zs = support_slice_indices(sup.label, 1)[1]  # the liver's middle support slice
     zq = support_slice_indices(qry.label, 1)[1]
     mask = (sup.label[zs] == 1).astype(np.int64) if organs == "liver" else sup.label[zs]
-    image, query = apply_recipe(sup.image, "mri")[zs], apply_recipe(qry.image, "mri")[zq]
+    image = apply_recipe(sup.image.array, "mri")[zs]
+    query = apply_recipe(qry.image.array, "mri")[zq]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

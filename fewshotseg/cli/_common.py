@@ -22,12 +22,6 @@ class CLIError(Exception):
     """A user-facing error: printed as one line, exit status 1."""
 
 
-def _natural_key(text: str) -> tuple[tuple[int, int | str], ...]:
-    return tuple(
-        (0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"(\d+)", text) if part
-    )
-
-
 def expand_paths(
     items: Sequence[str], *, what: str = "scan", skip_tags: Sequence[str] = ()
 ) -> list[Path]:
@@ -35,6 +29,8 @@ def expand_paths(
     pattern. A pattern that matches nothing or a missing path is an error naming it. Files
     tagged ``.<tag>.`` for a tag in ``skip_tags`` (our own outputs: pseudolabels, predictions)
     are left out of pattern matches."""
+    from fewshotseg.datasets import _natural_key  # the order cases are read in
+
     out: list[Path] = []
     for item in items:
         if _GLOB_CHARS.search(item):
