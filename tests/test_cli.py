@@ -146,6 +146,21 @@ def test_bad_argument_is_one_line_and_status_2(capsys):
     assert "--lr" in _error_line(capsys)
 
 
+@pytest.mark.parametrize(
+    ("argv", "points_to"),
+    [(["pseudolabel", "x.nii.gz", "--no-progress"], "fewshotseg pseudolabel --help"),
+     (["demo", "--fold", "1", "--foo"], "fewshotseg demo --help"),
+     (["--bogus"], "fewshotseg --help")],
+)  # fmt: skip
+def test_an_unknown_flag_points_to_its_commands_help(argv, points_to, capsys):
+    """Not to 'fewshotseg --help', which does not list a subcommand's flags."""
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    line = _error_line(capsys)
+    assert f"unrecognized arguments: {argv[-1]}" in line and f"(see '{points_to}')" in line
+
+
 def test_module_entry_point_and_version():
     out = subprocess.run(
         [sys.executable, "-m", "fewshotseg", "--version"], capture_output=True, text=True
