@@ -7,11 +7,12 @@ few labelled support slices, with no retraining.
 Submodules: `fewshotseg.io` (volumes in and out), `fewshotseg.preprocess` (the paper's
 recipes), `fewshotseg.datasets` (folder and CHAOS-layout loaders), `fewshotseg.metrics`,
 `fewshotseg.evaluation` (few-shot protocols, folds, result tables), `fewshotseg.volume`
-(whole-volume segmentation without query labels) and `fewshotseg.viz` (overlays; needs the
-``viz`` extra).
+(whole-volume segmentation without query labels), `fewshotseg.weights` (the shipped models and
+the preprocessing a checkpoint carries) and `fewshotseg.viz` (overlays; needs the ``viz``
+extra).
 """
 
-from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess, volume
+from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess, volume, weights
 from fewshotseg._version import __version__
 from fewshotseg.episodes import (
     AugmentConfig,
@@ -61,4 +62,5 @@ __all__ = [
     "precision",
     "preprocess",
     "volume",
+    "weights",
 ]

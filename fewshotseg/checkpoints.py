@@ -17,7 +17,9 @@ then checks, in this order:
 5. a ``version`` newer than this fewshotseg gives a warning.
 
 `RunFolderLock` keeps two trainings out of one checkpoint folder; `clean_stale_temp_files`
-removes what an interrupted save left behind.
+removes what an interrupted save left behind. What a checkpoint's ``image_size`` and
+``modality`` mean for its inputs, and the checkpoints shipped in the package, are
+`fewshotseg.weights`.
 """
 
 from __future__ import annotations

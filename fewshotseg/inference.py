@@ -12,7 +12,6 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -24,14 +23,13 @@ from fewshotseg.models.alp import Prototypes
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
 from fewshotseg.preprocess import INTENSITY_RECIPES
+from fewshotseg.weights import PRETRAINED, SHIPPED_DIR, preprocessing, pretrained_path
 
-__all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]
+__all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]  # PRETRAINED: fewshotseg.weights
 
 logger = logging.getLogger(__name__)
 
-_DATA = Path(__file__).resolve().parent / "data"
-PRETRAINED: dict[str, str] = {"chaos-ssl": "chaos_ssl.pt"}
-"""Checkpoints shipped inside the package, by name (files in ``fewshotseg/data``)."""
+_DATA = SHIPPED_DIR  # the old private name, still read by benchmarks/chaos_volume.py
 
 
 @dataclass
@@ -175,8 +173,9 @@ class SupportQueryPredictor:
         """Rebuild the model from a checkpoint's ``model_config`` and load its weights.
 
         Works with `Trainer` checkpoints and with the small fp16 files of `pretrained`. The
-        checkpoint's ``image_size`` and ``modality`` (stored by `Trainer`'s ``metadata``)
-        become the predictor's unless given in ``kwargs``.
+        checkpoint's preprocessing (`fewshotseg.weights.preprocessing`: its ``image_size`` and
+        ``modality``, stored by `Trainer`'s ``metadata``) becomes the predictor's unless given
+        in ``kwargs``.
 
         Args:
             path: a ``.pt`` checkpoint (e.g. ``runs/ssl/last.pt``).
@@ -184,7 +183,7 @@ class SupportQueryPredictor:
             **kwargs: the constructor's other arguments (``batch_size``, ``amp``, ...).
 
         Example:
-            >>> predictor = SupportQueryPredictor.from_checkpoint(_DATA / PRETRAINED["chaos-ssl"])
+            >>> predictor = SupportQueryPredictor.from_checkpoint(pretrained_path("chaos-ssl"))
             >>> predictor.image_size, predictor.modality
             (256, 'mri')
         """
@@ -197,16 +196,19 @@ class SupportQueryPredictor:
             {k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()},
             source=f"checkpoint {str(path)!r}",
         )
-        kwargs.setdefault("image_size", int(ckpt.get("image_size", 256)))
-        if ckpt.get("modality") is not None:
-            kwargs.setdefault("modality", str(ckpt["modality"]))
+        carried = preprocessing(ckpt)
+        if carried.image_size is not None:
+            kwargs.setdefault("image_size", carried.image_size)
+        if carried.modality is not None:
+            kwargs.setdefault("modality", carried.modality)
         return cls(model.eval(), device=device or "cpu", **kwargs)
 
     @classmethod
     def pretrained(
         cls, name: str = "chaos-ssl", *, device: str | torch.device | None = None, **kwargs: Any
     ) -> SupportQueryPredictor:
-        """A checkpoint shipped inside the package (no download), by name in `PRETRAINED`.
+        """A checkpoint shipped inside the package (no download), by name in
+        `fewshotseg.weights.PRETRAINED`, with the preprocessing it carries (`from_checkpoint`).
 
         ``"chaos-ssl"``: ResNet-18 ALPNet trained self-supervised on unlabelled CHAOS T2-SPIR
         MRI (256 x 256 input, MRI intensity recipe), 5.7 MB.
@@ -216,15 +218,7 @@ class SupportQueryPredictor:
             >>> predictor.model.model_config["backbone"], predictor.device.type
             ('resnet18', 'cpu')
         """
-        if name not in PRETRAINED:
-            raise ValueError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
-        path = _DATA / PRETRAINED[name]
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"the pretrained weights {path.name!r} are not in {path.parent}; this build of "
-                "fewshotseg does not ship them"
-            )
-        return cls.from_checkpoint(path, device=device, **kwargs)
+        return cls.from_checkpoint(pretrained_path(name), device=device, **kwargs)
 
     # ----------------------------------------------------------------- support
     def encode_support(self, support_img: Any, support_mask: Any) -> SupportSet:

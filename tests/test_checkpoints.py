@@ -18,8 +18,8 @@ from fewshotseg.checkpoints import (
     load_model_state,
     save_checkpoint,
 )
-from fewshotseg.inference import _DATA, PRETRAINED
 from fewshotseg.training import TrainConfig, Trainer
+from fewshotseg.weights import PRETRAINED, SHIPPED_DIR
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
@@ -61,7 +61,7 @@ def test_content_hash_ignores_layout_and_key_order_but_not_values():
 
 
 def test_old_checkpoints_without_a_hash_still_load(tmp_path):
-    shipped = _DATA / PRETRAINED["chaos-ssl"]
+    shipped = SHIPPED_DIR / PRETRAINED["chaos-ssl"]  # written before checkpoints had a hash
     if shipped.is_file():
         ckpt = load_checkpoint(shipped)
         assert CONTENT_HASH_KEY not in ckpt and "model" in ckpt

@@ -135,9 +135,9 @@ def test_cli_demo_with_a_checkpoint(tiny_checkpoint, tmp_path, capsys):
 
 
 def test_cli_demo_without_shipped_weights_says_so(monkeypatch, tmp_path, capsys):
-    import fewshotseg.inference as inference
+    import fewshotseg.weights as weights
 
-    monkeypatch.setattr(inference, "_DATA", tmp_path)  # an installation without chaos_ssl.pt
+    monkeypatch.setattr(weights, "SHIPPED_DIR", tmp_path)  # an installation without chaos_ssl.pt
     assert cli.main(["demo", "--quiet"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fewshotseg: error: ")

@@ -261,6 +261,7 @@ def _model_to_train(
 
     from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet
     from fewshotseg.training import _OPTIMIZER_SETTINGS, load_checkpoint
+    from fewshotseg.weights import preprocessing
 
     modality = args.modality or "mri"
     if not resume.is_file():
@@ -275,8 +276,9 @@ def _model_to_train(
         return model, config, args.image_size or 256, modality
     ckpt = load_checkpoint(resume)
     model = ALPNet.from_config(ckpt["model_config"])
-    image_size = int(ckpt.get("image_size", args.image_size or 256))
-    modality = str(ckpt.get("modality", modality))
+    carried = preprocessing(ckpt)  # the run's own size and recipe
+    image_size = carried.image_size or args.image_size or 256
+    modality = carried.modality or modality
     # a flag that is given changes an optimiser setting: Trainer.load applies and records it
     saved = ckpt.get("config", {})
     kept = {k: saved[k] for k in _OPTIMIZER_SETTINGS
@@ -536,14 +538,17 @@ class _LazyQueries(dict):  # type: ignore[type-arg]
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from fewshotseg.demo import format_report, run_demo
-    from fewshotseg.inference import _DATA, PRETRAINED
+    from fewshotseg.weights import PRETRAINED, SHIPPED_DIR, pretrained_path
 
-    if args.checkpoint is None and not (_DATA / PRETRAINED["chaos-ssl"]).is_file():
-        raise CLIError(
-            f"the shipped weights {PRETRAINED['chaos-ssl']!r} are missing from this installation "
-            f"({_DATA}); run the demo with your own model: fewshotseg demo --checkpoint PATH "
-            "(a checkpoint from 'fewshotseg train')"
-        )
+    if args.checkpoint is None:
+        try:
+            pretrained_path("chaos-ssl")
+        except FileNotFoundError:
+            raise CLIError(
+                f"the shipped weights {PRETRAINED['chaos-ssl']!r} are missing from this "
+                f"installation ({SHIPPED_DIR}); run the demo with your own model: fewshotseg "
+                "demo --checkpoint PATH (a checkpoint from 'fewshotseg train')"
+            ) from None
     if args.fold is not None and args.data is None:
         raise CLIError(
             "--fold needs --data DIR (a CHAOS folder); the shipped scans are one support and "

@@ -89,9 +89,10 @@ def _checkpoint_file(path: str) -> Path:
 
 
 def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
-    """The predictor from ``--checkpoint`` or ``--pretrained``, and the modality it wants."""
-    from fewshotseg.inference import _DATA, PRETRAINED, SupportQueryPredictor
-    from fewshotseg.training import load_checkpoint
+    """The predictor from ``--checkpoint`` or ``--pretrained`` (the file read once), and the
+    modality it wants: ``--modality``, else the recipe the checkpoint carries, else mri."""
+    from fewshotseg.inference import SupportQueryPredictor
+    from fewshotseg.weights import PRETRAINED, pretrained_path
 
     device = _device(args.device)
     kwargs: dict[str, Any] = {"device": device, "amp": getattr(args, "amp", False)}
@@ -103,18 +104,18 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
         raise CLIError("name a model: --checkpoint PATH or --pretrained NAME (e.g. chaos-ssl)")
     else:
         name = args.pretrained
-        if name not in PRETRAINED:
-            raise CLIError(f"unknown pretrained model {name!r}; available: {sorted(PRETRAINED)}")
-        path = _DATA / PRETRAINED[name]
-        if not path.is_file():
+        try:
+            path = pretrained_path(name)
+        except ValueError as err:  # not a shipped model: the message lists them
+            raise CLIError(str(err)) from None
+        except FileNotFoundError:
             raise CLIError(
-                f"the pretrained weights {name!r} ({path.name}) are not shipped with this "
+                f"the pretrained weights {name!r} ({PRETRAINED[name]}) are not shipped with this "
                 "installation; pass --checkpoint PATH (a checkpoint from 'fewshotseg train')"
-            )
-    ckpt = load_checkpoint(path)
-    trained_on = ckpt.get("modality")
+            ) from None
+    predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
+    trained_on = predictor.modality  # the recipe the checkpoint carries (None: it does not say)
     modality = args.modality or str(trained_on or "mri")
-    del ckpt
     if args.modality and trained_on and args.modality != trained_on:
         warnings.warn(
             f"--modality {args.modality}, but {path.name} was trained with the {trained_on} "
@@ -132,7 +133,6 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
             UserWarning,
             stacklevel=2,
         )
-    predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
     predictor.modality = modality  # segment_volume applies it to raw volumes itself
     logger.info(
         "model %s on %s, image size %d, intensity recipe %s",
