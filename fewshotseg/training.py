@@ -431,7 +431,7 @@ class Trainer:
 
             bar = tqdm(total=cfg.iterations, initial=self.step, desc="training", unit="it")
         started = time.perf_counter()
-        window: list[float] = []
+        window: list[tuple[float, float, float]] = []  # (loss, seg, align) since the last log
         first_step = self.step
         window_started, window_first = started, self.step  # it/s over the last log window
         stack = contextlib.ExitStack()
@@ -440,7 +440,7 @@ class Trainer:
             for batch in self._batches(self.step):
                 out = self.train_step(batch)
                 self.step += 1
-                window.append(out["loss"])
+                window.append((out["loss"], out["seg_loss"], out["align_loss"]))
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{out['loss']:.3f}", align=f"{out['align_loss']:.3f}")
@@ -521,14 +521,18 @@ class Trainer:
                 f.write(",".join(METRICS_COLUMNS) + "\n")
             f.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row) + "\n")
 
-    def _log(self, out: dict[str, float], window: list[float], rate: float) -> None:
-        finite = [v for v in window if math.isfinite(v)]
-        mean = sum(finite) / len(finite) if finite else float("nan")
+    def _log(
+        self, out: dict[str, float], window: list[tuple[float, float, float]], rate: float
+    ) -> None:
+        # means over the same (finite-loss) steps: the logged loss = seg + align_weight * align
+        finite = [v for v in window if math.isfinite(v[0])]
+        means = [sum(col) / len(finite) for col in zip(*finite, strict=True)]
+        mean, seg, align = means or [math.nan] * 3
         h = self.history
         h.steps.append(self.step)
         h.loss.append(mean)
-        h.seg_loss.append(out["seg_loss"])
-        h.align_loss.append(out["align_loss"])
+        h.seg_loss.append(seg)
+        h.align_loss.append(align)
         h.lr.append(out["lr"])
         h.rate.append(rate)
         if self.rank == 0:
@@ -537,8 +541,8 @@ class Trainer:
                 "step %d loss %.4f (seg %.4f, align %.4f) lr %.2e, %.2f it/s (recent), eta %s",
                 self.step,
                 mean,
-                out["seg_loss"],
-                out["align_loss"],
+                seg,
+                align,
                 out["lr"],
                 rate,
                 _duration(left),

@@ -35,6 +35,21 @@ def test_metrics_csv_has_one_row_per_log_line_and_survives_a_resume(tmp_path, ca
     assert seconds[:3] == sorted(seconds[:3])  # within one run, time only grows
 
 
+
+def test_csv_seg_and_align_are_means_over_the_same_window_as_the_loss(tmp_path, caplog):
+    """Each step's loss is seg + align_weight * align; the window means keep that sum (seg and
+    align of the window's last step alone did not, so the curve's three lines disagreed)."""
+    trainer = _fit(tmp_path, caplog, iterations=6, log_every=3, align_weight=0.5)
+    with (tmp_path / "metrics.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [3, 6]
+    for r in rows:
+        total = float(r["seg_loss"]) + 0.5 * float(r["align_loss"])
+        assert float(r["loss"]) == pytest.approx(total, rel=1e-5)
+    h = trainer.history
+    for loss, seg, align in zip(h.loss, h.seg_loss, h.align_loss, strict=True):
+        assert loss == pytest.approx(seg + 0.5 * align, rel=1e-6)
+
 def test_eta_at_start_and_recent_speed_in_the_log(tmp_path, caplog):
     _fit(tmp_path, caplog, iterations=12, log_every=4)
     messages = [r.getMessage() for r in caplog.records]
