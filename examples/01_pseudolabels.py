@@ -18,6 +18,7 @@ import argparse
 import importlib.util
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import fewshotseg as fss
@@ -54,6 +55,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"{len(cases)} scans ({source}) in {time.perf_counter() - started:.1f} s")
 
 
+def show_warning(message: Warning | str, *_: object) -> None:
+    """Library warnings as one line each, as ``fewshotseg`` on the command line shows them."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a CHAOS T2-SPIR folder (default: shipped scans)")
@@ -65,7 +71,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # the default now
     args = parser.parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # restored on return
+            warnings.showwarning = show_warning
+            run(args)
     except (FileNotFoundError, ImportError, ValueError) as error:
         sys.exit(f"{Path(__file__).name}: {error}")
 

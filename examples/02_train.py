@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -92,6 +93,11 @@ def run(args: argparse.Namespace) -> None:
     )
 
 
+def show_warning(message: Warning | str, *_: object) -> None:
+    """Library warnings as one line each, as ``fewshotseg`` on the command line shows them."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="a CHAOS T2-SPIR folder (default: shipped scan)")
@@ -105,7 +111,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     args = parser.parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # restored on return
+            warnings.showwarning = show_warning
+            run(args)
     except (FileNotFoundError, ImportError, ValueError) as error:
         sys.exit(f"{Path(__file__).name}: {error}")
 

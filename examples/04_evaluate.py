@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import fewshotseg as fss
@@ -84,6 +85,11 @@ def run(args: argparse.Namespace) -> None:
     print(f"rows -> {out}")
 
 
+def show_warning(message: Warning | str, *_: object) -> None:
+    """Library warnings as one line each, as ``fewshotseg`` on the command line shows them."""
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, help="default: the shipped model")
@@ -98,7 +104,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
     try:
-        run(args)
+        with warnings.catch_warnings():  # restored on return
+            warnings.showwarning = show_warning
+            run(args)
     except (FileNotFoundError, ImportError, ValueError) as error:
         sys.exit(f"{Path(__file__).name}: {error}")
 

@@ -71,6 +71,19 @@ def test_quickstart():
     assert "trained 5 steps" in out and "Dice: organ 1" in out
 
 
+
+def test_library_warnings_are_one_line_each(tmp_path):
+    """Run as a plain script, step 1 shows the labeler's warnings (each shipped scan has one
+    blank slice) as the command line does: one line each, no file:line, no repeated source."""
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "01_pseudolabels.py"), "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = [line for line in done.stderr.splitlines() if "single intensity value" in line]
+    assert len(shown) == 2 and all(line.startswith("warning: 1 of the") for line in shown)
+    assert "UserWarning" not in done.stderr and "label_many(" not in done.stderr
+
 @pytest.fixture(scope="module")
 def workflow(tmp_path_factory) -> Path:
     """The output folder shared by steps 1-4."""
