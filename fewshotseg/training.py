@@ -2,13 +2,13 @@
 
 Episode ``t * batch_size + j`` of the sampler's stream feeds step ``t``, so the data a step sees
 is a pure function of the step number: a resumed run sees exactly the episodes an uninterrupted
-one would, with any number of DataLoader workers.
+one would, with any number of DataLoader workers. The run's settings are a `TrainConfig`
+(`fewshotseg.training_config`, re-exported here).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import math
 import os
@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
@@ -34,7 +34,8 @@ from fewshotseg.checkpoints import (
 )
 from fewshotseg.losses import LossModule, episode_loss
 from fewshotseg.models.alpnet import ALPNet
-from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
+from fewshotseg.precision import autocast, autocast_dtype, prefers_channels_last
+from fewshotseg.training_config import TrainConfig
 
 __all__ = [
     "TrainConfig",
@@ -66,97 +67,21 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings; the defaults are the paper's (section 4, "Implementation").
-
-    Attributes:
-        iterations: optimisation steps in total (a resumed run may raise it).
-        batch_size: episodes per step, run through the backbone in one call.
-        lr, momentum, weight_decay: SGD settings.
-        lr_gamma, lr_step: the learning rate is multiplied by ``lr_gamma`` every ``lr_step``
-            steps (the paper: 0.98 per 1000; the reference code used 0.95).
-        bg_weight: cross-entropy weight of the background class (foreground classes: 1).
-        align_weight: weight of the prototype alignment loss (0 switches it off).
-        amp: mixed precision: ``True``, ``False`` or ``"auto"`` (`fewshotseg.precision`). On
-            CUDA bf16 where supported, else fp16 with a GradScaler; on a CPU bf16 where the
-            processor runs it natively, else float32; with bf16 on a CPU the model's weights are
-            put in channels-last memory format, which oneDNN's bf16 convolutions need to be
-            fast (together 2.5-3x faster than fp32 in a first measurement; see
-            docs/benchmarks.md). Weights, optimizer state and
-            BatchNorm statistics stay float32 either way.
-        seed: seeds the model-side randomness; episodes come from the sampler's own seed.
-            For runs that are bit-identical from the first weight on, build the model after
-            ``torch.manual_seed(seed)`` and give the sampler the same seed, as ``fewshotseg
-            train --seed`` does.
-        checkpoint_dir: where ``last.pt`` (and ``best.pt``) go; a run there resumes.
-        checkpoint_every: steps between checkpoints (one is always written at the end).
-        snapshot_every: steps between kept snapshots ``step_NNNNNN.pt`` besides ``last.pt``,
-            for a learning curve evaluated afterwards (0 = none).
-        log_every: steps between log lines.
-        num_workers: DataLoader worker processes building episodes (0 = in the main process).
-        max_nonfinite: this many non-finite losses in a row stop training with an error.
-        validate_every: steps between calls of the validation hook (0 = never).
-        progress: show a tqdm bar (rank 0 only).
-    """
-
-    iterations: int = 100_000
-    batch_size: int = 1
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_gamma: float = 0.98
-    lr_step: int = 1000
-    bg_weight: float = 0.05
-    align_weight: float = 1.0
-    amp: bool | Literal["auto"] = False
-    seed: int = 0
-    checkpoint_dir: str | None = None
-    checkpoint_every: int = 1000
-    snapshot_every: int = 0
-    log_every: int = 100
-    num_workers: int = 0
-    max_nonfinite: int = 20
-    validate_every: int = 0
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        positive = ("iterations", "batch_size", "lr_step", "checkpoint_every", "log_every")
-        for name in positive:
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("num_workers", "validate_every", "weight_decay", "align_weight", "momentum"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0 or not 0 < self.lr_gamma <= 1 or self.bg_weight < 0:
-            raise ValueError("TrainConfig needs lr > 0, 0 < lr_gamma <= 1 and bg_weight >= 0")
-        check_amp(self.amp)
-
-    @classmethod
-    def cpu_preset(cls, **overrides: Any) -> TrainConfig:
-        """The CPU recipe for ``ALPNet(backbone="resnet18")`` at 256 x 256: 8000 steps,
-        checkpoints every 500, ``amp="auto"`` (bf16 where the CPU runs it natively).
-
-        Time depends on the CPU: 0.17 s per step with bf16 + channels-last on a 2-core
-        AVX512-BF16/AMX Xeon (~25 min for 8000 steps when nothing else runs), 0.27-0.7 s per step
-        in fp32 (35 min to 1.5 h); the trainer logs the rate it measures and an ETA."""
-        settings: dict[str, Any] = {
-            "amp": "auto",
-            "iterations": 8000,
-            "checkpoint_every": 500,
-            "log_every": 100,
-        }
-        settings.update(overrides)
-        return cls(**settings)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-dict form (stored in checkpoints)."""
-        return dataclasses.asdict(self)
-
-
 @dataclass
 class TrainHistory:
-    """What `Trainer.fit` measured, one entry per logged step (lists of plain floats)."""
+    """What `Trainer.fit` measured, one entry per log line (lists of Python floats).
+
+    ``loss``, ``seg_loss`` and ``align_loss`` are means over the steps since the previous log
+    line (non-finite steps left out), so ``loss = seg_loss + align_weight * align_loss`` as for
+    each step; ``rate`` is steps per second over that window and ``lr`` the learning rate at
+    the logged step. ``validation`` holds ``(step, score)`` pairs, ``skipped_steps`` counts
+    updates skipped for a non-finite loss, ``seconds`` the time spent in ``fit``.
+
+    Example:
+        >>> h = TrainHistory(steps=[100], loss=[0.75], seg_loss=[0.5], align_loss=[0.25])
+        >>> h.loss[0] == h.seg_loss[0] + 1.0 * h.align_loss[0], h.skipped_steps
+        (True, 0)
+    """
 
     steps: list[int] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)
@@ -174,6 +99,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     A subclass of `KeyboardInterrupt`, so code that already handles Ctrl-C handles it too.
     ``signal_number`` says which signal stopped the run and ``step`` the step that was saved.
+
+    Example:
+        >>> stop = TrainingInterrupted(signal.SIGTERM, step=120)
+        >>> isinstance(stop, KeyboardInterrupt), stop.step, str(stop)
+        (True, 120, 'training stopped by SIGTERM at step 120')
     """
 
     def __init__(self, signal_number: int, step: int) -> None:
@@ -212,6 +142,11 @@ def init_distributed() -> torch.device:
     Uses NCCL with one GPU per local rank when CUDA is available, else gloo on the CPU.
     Returns the device this process should train on. Without ``torchrun`` (no
     ``WORLD_SIZE`` > 1) it does nothing and returns the default device.
+
+    Example:
+        >>> device = init_distributed()  # not under torchrun: no process group
+        >>> torch.distributed.is_initialized(), device.type in ("cpu", "cuda")
+        (False, True)
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cuda = torch.cuda.is_available()
@@ -315,9 +250,26 @@ class Trainer:
 
     # -------------------------------------------------------------------- steps
     def train_step(self, batch: Any) -> dict[str, float]:
-        """One optimisation step on a batch of episodes (an `EpisodeBatch` or a sequence of
-        `Episode`); returns ``{"loss", "seg_loss", "align_loss", "lr"}`` as floats. A
-        non-finite loss skips the update (``"skipped": 1.0``)."""
+        """One optimisation step on a batch of episodes (``fit`` counts ``step``, not this).
+
+        Args:
+            batch: an `EpisodeBatch` (support images ``(B, S, 1, H, W)`` float32, masks
+                ``(B, S, N, H, W)``, query ``(B, 1, H, W)``, labels ``(B, H, W)`` int64), one
+                `Episode` or a sequence of them.
+
+        Returns:
+            Python floats: ``loss = seg_loss + align_weight * align_loss`` (`episode_loss`),
+            ``lr`` (the rate this step used) and ``skipped``: 1.0 when a non-finite loss skipped
+            the update (model and BatchNorm statistics unchanged), else 0.0.
+
+        Example:
+            >>> from fewshotseg.episode_records import Episode
+            >>> m = torch.zeros(1, 1, 32, 32); m[..., 8:24, 8:24] = 1  # (S, N, H, W) one-hot
+            >>> ep = Episode(torch.rand(1, 1, 32, 32), m, torch.rand(1, 32, 32), m[0, 0].long())
+            >>> out = Trainer(ALPNet(backbone="tiny", feature_dim=8), None).train_step(ep)
+            >>> abs(out["loss"] - out["seg_loss"] - out["align_loss"]) < 1e-5, out["skipped"]
+            (True, 0.0)
+        """
         batch = self._as_batch(batch).to(self.device)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
@@ -404,6 +356,16 @@ class Trainer:
         (`fewshotseg.checkpoints.RunFolderLock`; a second training there fails with an error
         naming the process that holds it) and first removes the temporary files that an
         interrupted save left there. Returns the `TrainHistory`.
+
+        Example:
+            >>> import tempfile, numpy as np; from fewshotseg import EpisodeSampler
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=32, seed=0)
+            >>> cfg = TrainConfig(iterations=2, log_every=1, checkpoint_dir=tempfile.mkdtemp())
+            >>> Trainer(ALPNet(backbone="tiny", feature_dim=8), s, cfg, device="cpu").fit().steps
+            [1, 2]
+            >>> load_checkpoint(Path(cfg.checkpoint_dir) / "last.pt")["step"]
+            2
         """
         cfg = self.config
         ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
@@ -564,7 +526,16 @@ class Trainer:
 
     # -------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
-        """The checkpoint dict: tensors and plain Python values only."""
+        """The checkpoint dict: tensors and plain Python values only (``model`` and
+        ``optimizer`` state dicts, ``step``, ``config`` as a dict, RNG states, ``version``, and
+        the trainer's ``metadata`` at the top level).
+
+        Example:
+            >>> trainer = Trainer(ALPNet(backbone="tiny", feature_dim=8), sampler=None)
+            >>> state = trainer.state_dict()  # only fit needs a sampler
+            >>> state["step"], state["config"]["lr"], state["model_config"]["backbone"]
+            (0, 0.001, 'tiny')
+        """
         rng: dict[str, Any] = {"torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -583,7 +554,14 @@ class Trainer:
         }
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write a checkpoint atomically (temporary file + rename), with its content hash."""
+        """Write a checkpoint atomically (temporary file + rename), with its content hash.
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "last.pt"
+            >>> trainer = Trainer(ALPNet(backbone="tiny", feature_dim=8), sampler=None)
+            >>> trainer.save(path); load_checkpoint(path)["model_config"]["feature_dim"]
+            8
+        """
         save_checkpoint(self.state_dict(), Path(path))
 
     def _save_rank0(self, path: Path) -> None:
@@ -598,6 +576,14 @@ class Trainer:
         rate becomes what the new schedule gives at the checkpoint's scheduler step,
         ``lr * lr_gamma ** (step // lr_step)``, as if the run had used it from the start. The
         change is logged and recorded in ``config_changes`` (saved in later checkpoints).
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "last.pt"
+            >>> a, b = (Trainer(ALPNet(backbone="tiny", feature_dim=8), sampler=None) for _ in "ab")
+            >>> a.step = 7; a.save(path); b.load(path)
+            >>> pa, pb = (list(t.model.parameters()) for t in (a, b))
+            >>> b.step, all(torch.equal(x, y) for x, y in zip(pa, pb))
+            (7, True)
         """
         ckpt = load_checkpoint(path, map_location=self.device)
         load_model_state(self.model, ckpt["model"], source=f"checkpoint {str(path)!r}")
@@ -651,6 +637,13 @@ class Trainer:
         """Rebuild model, optimiser and config from a checkpoint and continue from its step.
 
         ``config_overrides`` replace stored settings (e.g. ``iterations=`` to train longer).
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "last.pt"
+            >>> Trainer(ALPNet(backbone="tiny", feature_dim=8), None).save(path)
+            >>> trainer = Trainer.resume(path, sampler=None, iterations=50)
+            >>> trainer.step, trainer.config.iterations, trainer.model.model_config["backbone"]
+            (0, 50, 'tiny')
         """
         ckpt = load_checkpoint(path)
         config = TrainConfig(**{**ckpt["config"], **config_overrides})
