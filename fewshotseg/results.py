@@ -65,6 +65,11 @@ class ResultRow:
         hd95: 95 % Hausdorff distance over the scored slices (spacing units); NaN when not
             computed or the class is absent from both, inf when it is in only one.
         assd: average symmetric surface distance, as hd95.
+
+    Example:
+        >>> r = ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8, tp=4, fp=1, fn=1)
+        >>> r.protocol, r.ways, r.counts.dice == r.dice
+        ('paper', '1', True)
     """
 
     scan: str
@@ -87,7 +92,12 @@ class ResultRow:
 
     @property
     def counts(self) -> ConfusionCounts:
-        """The voxel counts as :class:`~fewshotseg.metrics.ConfusionCounts`."""
+        """The voxel counts as a `fewshotseg.metrics.ConfusionCounts` (ints, which add up).
+
+        Example:
+            >>> ResultRow(scan="1", class_id=1, class_name="liver", tp=3, fp=1, fn=0).counts
+            ConfusionCounts(tp=3, fp=1, fn=0)
+        """
         return ConfusionCounts(tp=self.tp, fp=self.fp, fn=self.fn)
 
 
@@ -111,6 +121,11 @@ class SummaryRow:
         class_names: ``{class_id: name}``.
         mean: mean of ``per_class`` (NaN classes left out).
         n_scans: number of distinct query scans in the group.
+
+    Example:
+        >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8)])
+        >>> s = t.summary()[0]; s.protocol, s.setting, s.ways, s.per_class, s.class_names
+        ('paper', None, '1', {1: 0.8}, {1: 'liver'})
     """
 
     protocol: str
@@ -169,7 +184,13 @@ class ResultTable:
     # -- container -------------------------------------------------------------------------
     @property
     def rows(self) -> tuple[ResultRow, ...]:
-        """The rows, in insertion order."""
+        """The rows, in insertion order (a tuple of `ResultRow`).
+
+        Example:
+            >>> r = ResultRow(scan="1", class_id=1, class_name="liver")
+            >>> ResultTable([r]).rows == (r,)
+            True
+        """
         return self._rows
 
     def __len__(self) -> int:
@@ -197,7 +218,13 @@ class ResultTable:
 
     @classmethod
     def concat(cls, tables: Iterable[ResultTable]) -> ResultTable:
-        """One table with the rows of all ``tables``, in order."""
+        """One table with the rows of all ``tables``, in order (``a + b`` for two).
+
+        Example:
+            >>> a = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver")])
+            >>> len(ResultTable.concat([a, a, ResultTable()])), len(a + a)
+            (2, 2)
+        """
         rows: list[ResultRow] = []
         for t in tables:
             rows.extend(t.rows)
@@ -207,6 +234,12 @@ class ResultTable:
         """Rows whose fields equal the given values, e.g. ``table.filter(protocol="paper")``.
 
         A value may also be a collection (list, tuple, set) of accepted values.
+
+        Example:
+            >>> row = lambda scan, c: ResultRow(scan=scan, class_id=c, class_name=str(c))
+            >>> t = ResultTable([row("1", 1), row("2", 1), row("2", 4)])
+            >>> len(t.filter(scan="2")), [r.scan for r in t.filter(class_id=1, scan={"1", "2"})]
+            (2, ['1', '2'])
         """
         for k in criteria:
             if k not in _FIELD_NAMES:
@@ -225,12 +258,25 @@ class ResultTable:
         return ResultTable(r for r in self._rows if keep(r))
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The rows as plain dicts (field name -> value)."""
+        """The rows as plain dicts (field name -> value; NaN floats and None kept as they are).
+
+        Example:
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8)])
+            >>> rec = t.to_records()[0]; rec["scan"], rec["dice"], rec["setting"]
+            ('1', 0.8, None)
+        """
         return [asdict(r) for r in self._rows]
 
     # -- summaries ---------------------------------------------------------------------------
     def groups(self) -> list[_GroupKey]:
-        """The distinct (protocol, setting, ways) groups, in order of first appearance."""
+        """The distinct (protocol, setting, ways) groups, in order of first appearance.
+
+        Example:
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", protocol=p)
+            ...                  for p in ("paper", "realistic", "paper")])
+            >>> t.groups()
+            [('paper', None, '1'), ('realistic', None, '1')]
+        """
         seen: dict[_GroupKey, None] = {}
         for r in self._rows:
             seen.setdefault((r.protocol, r.setting, r.ways), None)
@@ -247,7 +293,13 @@ class ResultTable:
         group; :meth:`filter` it first otherwise.
 
         Returns:
-            ``{class_id: mean}`` sorted by class id.
+            ``{class_id: mean}`` sorted by class id, floats (NaN where a class has no value).
+
+        Example:
+            >>> t = ResultTable([ResultRow(scan=s, class_id=1, class_name="liver", dice=d)
+            ...                  for s, d in (("1", 0.9), ("1", 0.7), ("2", 0.6))])
+            >>> {c: round(v, 4) for c, v in t.per_class().items()}  # scan 1: 0.8, then over scans
+            {1: 0.7}
         """
         self._check_metric(metric)
         groups = self.groups()
@@ -265,11 +317,25 @@ class ResultTable:
         }
 
     def mean(self, metric: str = "dice") -> float:
-        """Mean over classes of :meth:`per_class` (NaN classes left out): the tables' "Mean"."""
+        """Mean over classes of `per_class` (NaN classes left out): the tables' "Mean".
+
+        Example:
+            >>> t = ResultTable([ResultRow(scan="1", class_id=c, class_name=str(c), dice=d)
+            ...                  for c, d in ((1, 0.9), (2, 0.5), (3, float("nan")))])
+            >>> round(t.mean(), 4)  # class 3 is absent from both maps: left out
+            0.7
+        """
         return nanmean(self.per_class(metric).values())
 
     def summary(self, metric: str = "dice") -> list[SummaryRow]:
-        """One :class:`SummaryRow` per (protocol, setting, ways) group."""
+        """One `SummaryRow` per (protocol, setting, ways) group, in order of first appearance.
+
+        Example:
+            >>> t = ResultTable(ResultRow(scan="1", class_id=1, class_name="liver", protocol=p,
+            ...                 dice=d) for p, d in [("paper", 0.8), ("realistic", 0.5)])
+            >>> [(s.protocol, s.mean) for s in t.summary()]
+            [('paper', 0.8), ('realistic', 0.5)]
+        """
         self._check_metric(metric)
         out = []
         for protocol, setting, ways in self.groups():
@@ -303,6 +369,13 @@ class ResultTable:
 
         Returns:
             The table as a string ("-" marks NaN).
+
+        Example:
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8)])
+            >>> print(t.to_markdown())
+            | protocol | setting | ways | scans | liver | mean dice (%) |
+            | -------- | ------- | ---- | ----- | ----- | ------------- |
+            | paper    | -       | 1    | 1     | 80.00 | 80.00         |
         """
         percent = metric in ("dice", "iou")
         if kind == "summary":
@@ -355,7 +428,16 @@ class ResultTable:
 
     # -- files ---------------------------------------------------------------------------------
     def to_csv(self, path: str | os.PathLike) -> Path:
-        """Write the rows as CSV (header = field names; empty = None; ``nan``/``inf`` floats)."""
+        """Write the rows as CSV (header = field names; empty = None; ``nan``/``inf`` floats).
+
+        Returns the path.
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "dice.csv"
+            >>> _ = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver")]).to_csv(path)
+            >>> path.read_text().splitlines()[1]
+            '1,1,liver,paper,,,,1,3,nan,nan,0,0,0,0,nan,nan'
+        """
         path = Path(path)
         with path.open("w", newline="", encoding="utf-8") as f:
             w = csv.DictWriter(f, fieldnames=list(_FIELD_NAMES))
@@ -366,7 +448,14 @@ class ResultTable:
 
     @classmethod
     def from_csv(cls, path: str | os.PathLike) -> ResultTable:
-        """Read a table written by :meth:`to_csv`."""
+        """Read a table written by `to_csv` (types restored: ints, None, NaN).
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "dice.csv"
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", setting=2)])
+            >>> back = ResultTable.from_csv(t.to_csv(path)); back == t, back.rows[0].setting
+            (True, 2)
+        """
         with Path(path).open(newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
             missing = set(_FIELD_NAMES) - set(reader.fieldnames or ())
@@ -380,6 +469,14 @@ class ResultTable:
         """Write strict JSON: ``{"format": ..., "version": 1, "rows": [...]}``.
 
         NaN is written as ``null`` and infinities as the strings ``"inf"`` / ``"-inf"``.
+        Returns the path.
+
+        Example:
+            >>> import json, tempfile; path = Path(tempfile.mkdtemp()) / "dice.json"
+            >>> row = ResultRow(scan="1", class_id=1, class_name="liver", hd95=math.inf)
+            >>> rec = json.loads(ResultTable([row]).to_json(path).read_text())["rows"][0]
+            >>> rec["dice"], rec["hd95"]
+            (None, 'inf')
         """
         path = Path(path)
         recs = [{k: _json_value(v) for k, v in rec.items()} for rec in self.to_records()]
@@ -389,7 +486,15 @@ class ResultTable:
 
     @classmethod
     def from_json(cls, path: str | os.PathLike) -> ResultTable:
-        """Read a table written by :meth:`to_json` (or a bare JSON list of row objects)."""
+        """Read a table written by `to_json` (or a bare JSON list of row objects).
+
+        Example:
+            >>> import tempfile; path = Path(tempfile.mkdtemp()) / "dice.json"
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver",
+            ...                            hd95=math.inf)])
+            >>> ResultTable.from_json(t.to_json(path)) == t  # NaN and inf come back
+            True
+        """
         doc = json.loads(Path(path).read_text(encoding="utf-8"))
         recs = doc["rows"] if isinstance(doc, dict) and "rows" in doc else doc
         if not isinstance(recs, list):
@@ -397,7 +502,14 @@ class ResultTable:
         return cls(_row_from_record(rec, str(path)) for rec in recs)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write to ``.csv`` or ``.json``, chosen by the suffix of ``path``."""
+        """Write to ``.csv`` or ``.json``, chosen by the suffix of ``path``; returns the path.
+
+        Example:
+            >>> import tempfile; folder = Path(tempfile.mkdtemp())
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8)])
+            >>> [t.save(folder / name).name for name in ("dice.csv", "dice.json")]
+            ['dice.csv', 'dice.json']
+        """
         suffix = Path(path).suffix.lower()
         if suffix == ".csv":
             return self.to_csv(path)
@@ -407,7 +519,14 @@ class ResultTable:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ResultTable:
-        """Read a ``.csv`` or ``.json`` table written by :meth:`save`."""
+        """Read a ``.csv`` or ``.json`` table written by `save`.
+
+        Example:
+            >>> import tempfile; folder = Path(tempfile.mkdtemp())
+            >>> t = ResultTable([ResultRow(scan="1", class_id=1, class_name="liver", dice=0.8)])
+            >>> [ResultTable.load(t.save(folder / name)) == t for name in ("a.csv", "a.json")]
+            [True, True]
+        """
         suffix = Path(path).suffix.lower()
         if suffix == ".csv":
             return cls.from_csv(path)
