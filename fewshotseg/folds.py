@@ -47,6 +47,11 @@ class Fold:
         test: the query scans' ids (the k-th group).
         support: the support scan's id (the first id of the next group, wrapping around).
         train: every other id (images only for self-supervised training).
+
+    Example:
+        >>> f = cross_validation_folds(["a", "b", "c", "d"], n_folds=2)[1]
+        >>> f.index, f.test, f.support, f.train
+        (1, ('c', 'd'), 'a', ('b',))
     """
 
     index: int
@@ -161,6 +166,11 @@ class SettingRun:
         name: the group's name (``"all"`` in setting 1).
         classes: the classes evaluated with this run's model.
         exclude: the classes whose slices are removed from its training set.
+
+    Example:
+        >>> run = setting_runs(1, classes=[1, 2])[0]
+        >>> run.name, run.classes, run.exclude
+        ('all', (1, 2), ())
     """
 
     name: str

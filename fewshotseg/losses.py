@@ -66,6 +66,18 @@ def episode_loss(
         query_labels: ``(B, H, W)`` long in 0..N, 255 = ignore.
         bg_weight: cross-entropy weight of the background class.
         align_weight: weight of the alignment loss (0 skips it).
+
+    Returns:
+        Three float32 scalars: ``total = seg + align_weight * align`` (with gradients) and the
+        detached ``seg`` and ``align`` (0 when ``align_weight`` is 0).
+
+    Example:
+        >>> _ = torch.manual_seed(0); model = ALPNet(backbone="tiny", feature_dim=8)
+        >>> masks = torch.zeros(2, 1, 1, 32, 32); masks[..., 8:24, 8:24] = 1  # B=2, S=1, N=1
+        >>> total, seg, align = episode_loss(model, torch.rand(2, 1, 1, 32, 32), masks,
+        ...     torch.rand(2, 1, 32, 32), masks[:, 0, 0].long(), align_weight=0.0)
+        >>> total.shape, total.dtype, torch.equal(total.detach(), seg), float(align)
+        (torch.Size([]), torch.float32, True, 0.0)
     """
     ways = support_masks.shape[2]
     logits, support_feats, query_feats = model.forward_with_features(
@@ -93,7 +105,18 @@ def episode_loss(
 
 
 class LossModule(nn.Module):
-    """Wraps the loss so DistributedDataParallel sees one forward per step."""
+    """Wraps `episode_loss` so DistributedDataParallel sees one forward per step.
+
+    Args:
+        model: the network; its parameters are the module's.
+        bg_weight, align_weight: as for `episode_loss`.
+
+    Example:
+        >>> model = ALPNet(backbone="tiny", feature_dim=8)
+        >>> loss = LossModule(model, bg_weight=0.05, align_weight=1.0)
+        >>> loss.model is model, len(list(loss.parameters())) == len(list(model.parameters()))
+        (True, True)
+    """
 
     def __init__(self, model: ALPNet, *, bg_weight: float, align_weight: float) -> None:
         super().__init__()
@@ -102,6 +125,18 @@ class LossModule(nn.Module):
         self.align_weight = align_weight
 
     def forward(self, *tensors: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """`episode_loss` of ``(support_images, support_masks, query_images, query_labels)``
+        (shapes as there) with this module's weights: ``(total, seg, align)``.
+
+        Example:
+            >>> loss = LossModule(ALPNet(backbone="tiny", feature_dim=8), bg_weight=0.05,
+            ...                   align_weight=0.5)
+            >>> m = torch.zeros(1, 1, 1, 32, 32); m[..., 8:24, 8:24] = 1  # (B, S, N, H, W)
+            >>> total, seg, align = loss(torch.rand(1, 1, 1, 32, 32), m, torch.rand(1, 1, 32, 32),
+            ...                          m[:, 0, 0].long())
+            >>> torch.allclose(total.detach(), seg + 0.5 * align)
+            True
+        """
         return episode_loss(
             self.model, *tensors, bg_weight=self.bg_weight, align_weight=self.align_weight
         )
