@@ -91,6 +91,9 @@ def main() -> None:
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
+    parser.add_argument("--device", default="cpu", help="timing: cpu or cuda")
+    parser.add_argument("--batch-size", type=int, default=4, help="timing: slices per call")
+    parser.add_argument("--pair", help="timing: SUPPORT:Q1,Q2,... ids instead of --fold")
     parser.add_argument("--timing", action="store_true",
                         help="time the default pipeline against the old segment_volume instead")
     args = parser.parse_args()
@@ -109,7 +112,7 @@ def main() -> None:
     if args.checkpoint:
         predictor = CachedPredictor.from_checkpoint(args.checkpoint)
     else:
-        predictor = CachedPredictor.from_checkpoint(fss.inference._DATA / "chaos_ssl.pt")
+        predictor = CachedPredictor.from_checkpoint(fss.weights.pretrained_path("chaos-ssl"))
     names = list(VARIANTS)
     chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
     s_img, s_lab = support.image.array, support.label.astype(np.int64)
@@ -182,11 +185,17 @@ def timing(args: argparse.Namespace) -> None:
     import statistics
 
     cases = {c.id: c for c in chaos_t2spir(args.data)}
-    fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
-    support = cases[str(fold.support)]
-    ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
-    path = args.checkpoint or fss.inference._DATA / "chaos_ssl.pt"
-    predictor = fss.SupportQueryPredictor.from_checkpoint(path)
+    if args.pair:  # "8:1,2,3,5": a folder holding only some patients (e.g. on a GPU machine)
+        support_id, query_ids = args.pair.split(":")
+        support, ids = cases[support_id], query_ids.split(",")
+    else:
+        fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
+        support = cases[str(fold.support)]
+        ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
+    path = args.checkpoint or fss.weights.pretrained_path("chaos-ssl")
+    predictor = fss.SupportQueryPredictor.from_checkpoint(
+        path, device=args.device, batch_size=args.batch_size
+    )
     old = VARIANTS["relative depth, every slice (the old segment_volume)"]  # as before 0.2
     configs = {"0.1's rule through the new pipeline": old, "default pipeline": VolumeConfig(),
                "default, 1 shot": VolumeConfig(shots=1)}
@@ -216,7 +225,9 @@ def timing(args: argparse.Namespace) -> None:
             predictor.segment_volume_with(prepared, cases[q].image.array)
         rows[reused].append((time.perf_counter() - start) / len(queries))
     base = statistics.median(rows[legacy])
-    print(f"{platform.processor() or platform.machine()}, {args.threads} threads, "
+    where = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
+        f"{platform.processor() or platform.machine()}, {args.threads} threads")
+    print(f"{where}, batch {args.batch_size}, "
           f"{len(rows[legacy])} volume runs each; the prepared-support row is the "
           f"mean over the fold's {len(queries)} queries, support encoding included, twice")
     print("| pipeline | s / volume (median) | ratio |\n| --- | --- | --- |")

@@ -23,13 +23,12 @@ from fewshotseg.models.alp import Prototypes
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
 from fewshotseg.preprocess import INTENSITY_RECIPES
-from fewshotseg.weights import PRETRAINED, SHIPPED_DIR, preprocessing, pretrained_path
+from fewshotseg.weights import PRETRAINED, preprocessing, pretrained_path
 
 __all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]  # PRETRAINED: fewshotseg.weights
 
 logger = logging.getLogger(__name__)
 
-_DATA = SHIPPED_DIR  # the old private name, still read by benchmarks/chaos_volume.py
 
 
 @dataclass

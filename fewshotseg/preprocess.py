@@ -97,16 +97,20 @@ def zscore(volume: Any, *, mean: float | None = None, std: float | None = None) 
         >>> [round(float(v), 4) for v in z]
         [-1.2247, 0.0, 1.2247]
     """
-    array = _as_array(volume).astype(np.float64)
+    array = _as_array(volume)
     check_finite(array, "volume")
-    mu = float(array.mean()) if mean is None else float(mean)
-    sigma = float(array.std()) if std is None else float(std)
+    # float64 accumulators, no float64 copy of the volume
+    mu = float(array.mean(dtype=np.float64)) if mean is None else float(mean)
+    sigma = float(array.std(dtype=np.float64)) if std is None else float(std)
     if not np.isfinite(sigma) or sigma <= 0:
         raise ValueError(
             f"cannot z-score with std={sigma}: the volume is constant, or a std <= 0 was given; "
             f"check that the scan is not blank, or pass mean= and std= from training scans"
         )
-    return ((array - mu) / sigma).astype(np.float32)
+    out = array.astype(np.float32)  # a copy: the caller's array is left alone
+    out -= np.float32(mu)
+    out /= np.float32(sigma)
+    return out
 
 
 def intensity_stats(volumes: Iterable[Any]) -> tuple[float, float]:

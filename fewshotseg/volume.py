@@ -215,21 +215,34 @@ def clean_up(
     """
     out = labels.copy()
     for cls in classes:
-        mask = out == cls
-        if not mask.any():
+        box = _bounding_box(out == cls)
+        if box is None:
             continue
+        region = out[box]  # a view: the work stays inside the class's bounding box
+        mask = region == cls
         if largest_component:
             components, n = ndimage.label(mask)
             if n > 1:
                 sizes = np.bincount(components.ravel())[1:]
                 keep = components == (int(np.argmax(sizes)) + 1)
-                out[mask & ~keep] = 0
+                region[mask & ~keep] = 0
                 mask = keep
         if fill_holes:
             for z in np.flatnonzero(mask.any(axis=(1, 2))):
                 filled = ndimage.binary_fill_holes(mask[z])
-                out[z][filled & (out[z] == 0)] = cls
+                region[z][filled & (region[z] == 0)] = cls
     return out
+
+
+def _bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box holding every True voxel of ``mask``, or None when there is none."""
+    box = []
+    for axis in range(mask.ndim):
+        hits = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hits.size == 0:
+            return None
+        box.append(slice(int(hits[0]), int(hits[-1]) + 1))
+    return tuple(box)
 
 
 # --------------------------------------------------------------------------------------------
@@ -527,10 +540,14 @@ def _check_support(
             raise ValueError("support_labels must hold integer label values (0 = background)")
     elif lab.dtype.kind not in "biu":
         raise TypeError(f"support_labels must be an integer label map, got dtype {lab.dtype}")
-    lab = lab.astype(np.int64)
-    if (lab < 0).any():
+    lab = np.array(lab, dtype=np.int64)  # a copy: a prepared support outlives the call
+    low, high = int(lab.min()), int(lab.max())
+    if low < 0:
         raise ValueError("support_labels has negative labels; use 0 for background, >0 classes")
-    present = [int(v) for v in np.unique(lab) if v != 0]
+    if high < 1 << 16:  # label maps: counting is ~20x faster than np.unique's sort
+        present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel(), minlength=1)[1:]) + 1]
+    else:
+        present = [int(v) for v in np.unique(lab) if v != 0]
     if classes is None:
         if not present:
             raise ValueError("support_labels has no foreground: label at least one voxel (> 0)")

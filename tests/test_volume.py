@@ -94,6 +94,36 @@ def test_clean_up_keeps_the_largest_component_fills_holes_and_spares_other_class
     np.testing.assert_array_equal(off, lab)
 
 
+def _clean_up_whole_volume(labels, classes, fill_holes):
+    """clean_up written plainly on the whole volume (no bounding boxes): the reference."""
+    from scipy import ndimage
+
+    out = labels.copy()
+    for cls in classes:
+        mask = out == cls
+        components, n = ndimage.label(mask)
+        if n > 1:
+            keep = components == int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+            out[mask & ~keep] = 0
+            mask = keep
+        if fill_holes:
+            for z in range(len(out)):
+                filled = ndimage.binary_fill_holes(mask[z])
+                out[z][filled & (out[z] == 0)] = cls
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 100_000), fill=st.booleans(), density=st.floats(0.05, 0.6))
+def test_clean_up_inside_bounding_boxes_equals_the_whole_volume(seed, fill, density):
+    rng = np.random.default_rng(seed)
+    lab = np.where(rng.random((4, 12, 13)) < density, rng.integers(1, 4, (4, 12, 13)), 0)
+    np.testing.assert_array_equal(
+        clean_up(lab, [1, 2, 3], largest_component=True, fill_holes=fill),
+        _clean_up_whole_volume(lab, [1, 2, 3], fill),
+    )
+
+
 # -------------------------------------------------------------------------- pipeline
 
 
