@@ -27,6 +27,12 @@ class Episode:
             wherever no class is set.
         query_image: ``(1, H, W)`` float32.
         query_label: ``(H, W)`` int64 in ``0..N`` (0 background, n = n-th class), 255 = ignore.
+
+    Example:
+        >>> m = torch.zeros(2, 3, 8, 8); m[:, 1, 2:6, 2:6] = 1  # class 2 in both shots
+        >>> ep = Episode(torch.rand(2, 1, 8, 8), m, torch.rand(1, 8, 8), 2 * m[0, 1].long())
+        >>> ep.shots, ep.ways, ep.query_label.unique().tolist()
+        (2, 3, [0, 2])
     """
 
     support_images: Tensor
@@ -36,16 +42,35 @@ class Episode:
 
     @property
     def shots(self) -> int:
-        """S, the number of support images (`collate_episodes` has an example)."""
+        """S, the number of support images.
+
+        Example:
+            >>> z = torch.zeros
+            >>> Episode(z(2, 1, 8, 8), z(2, 3, 8, 8), z(1, 8, 8), z(8, 8).long()).shots
+            2
+        """
         return int(self.support_images.shape[0])
 
     @property
     def ways(self) -> int:
-        """N, the number of foreground classes."""
+        """N, the number of foreground classes.
+
+        Example:
+            >>> z = torch.zeros
+            >>> Episode(z(2, 1, 8, 8), z(2, 3, 8, 8), z(1, 8, 8), z(8, 8).long()).ways
+            3
+        """
         return int(self.support_masks.shape[1])
 
     def to(self, device: str | torch.device, *, non_blocking: bool = False) -> Episode:
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor on ``device`` (dtypes kept).
+
+        Example:
+            >>> z = torch.zeros
+            >>> ep = Episode(z(1, 1, 8, 8), z(1, 2, 8, 8), z(1, 8, 8), z(8, 8).long())
+            >>> moved = ep.to("cpu"); moved is ep, moved.query_label.device, moved.query_label.dtype
+            (False, device(type='cpu'), torch.int64)
+        """
         return Episode(
             **{
                 f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
@@ -63,6 +88,15 @@ class EpisodeBatch:
         support_masks: ``(B, S, N, H, W)`` float32 one-hot foreground.
         query_images: ``(B, 1, H, W)`` float32.
         query_labels: ``(B, H, W)`` int64 in ``0..N``, 255 = ignore.
+
+    ``len(batch)`` is B.
+
+    Example:
+        >>> z = torch.zeros
+        >>> batch = EpisodeBatch(z(4, 2, 1, 8, 8), z(4, 2, 3, 8, 8), z(4, 1, 8, 8),
+        ...                      z(4, 8, 8).long())  # B=4, S=2, N=3, H=W=8
+        >>> len(batch), batch.query_labels.dtype
+        (4, torch.int64)
     """
 
     support_images: Tensor
@@ -74,7 +108,15 @@ class EpisodeBatch:
         return int(self.query_images.shape[0])
 
     def to(self, device: str | torch.device, *, non_blocking: bool = False) -> EpisodeBatch:
-        """A copy with every tensor on ``device``."""
+        """A copy with every tensor on ``device`` (dtypes kept).
+
+        Example:
+            >>> z = torch.zeros
+            >>> ep = Episode(z(1, 1, 8, 8), z(1, 2, 8, 8), z(1, 8, 8), z(8, 8).long())
+            >>> batch = collate_episodes([ep, ep]).to("cpu", non_blocking=True)
+            >>> batch.support_masks.device, tuple(batch.support_masks.shape)
+            (device(type='cpu'), (2, 1, 2, 8, 8))
+        """
         return EpisodeBatch(
             **{
                 f.name: getattr(self, f.name).to(device, non_blocking=non_blocking)
@@ -83,7 +125,15 @@ class EpisodeBatch:
         )
 
     def pin_memory(self) -> EpisodeBatch:
-        """Pinned-memory copy (called by ``DataLoader(pin_memory=True)``)."""
+        """Pinned-memory copy (called by ``DataLoader(pin_memory=True)``); needs CUDA.
+
+        Example:
+            >>> z = torch.zeros
+            >>> ep = Episode(z(1, 1, 8, 8), z(1, 2, 8, 8), z(1, 8, 8), z(8, 8).long())
+            >>> batch = collate_episodes([ep])
+            >>> not torch.cuda.is_available() or batch.pin_memory().query_images.is_pinned()
+            True
+        """
         return EpisodeBatch(**{f.name: getattr(self, f.name).pin_memory() for f in fields(self)})
 
 

@@ -89,6 +89,12 @@ class EpisodeInfo:
         query_slice: slice index of the query.
         classes: the N label values used as classes 1..N: superpixel ids in superpixel mode,
             label values in supervised mode.
+
+    Example:
+        >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+        >>> info = EpisodeSampler([x], [x > 0], image_size=16, seed=0).describe(5)
+        >>> info.index, info.support_scan, info.query_scan, info.classes, len(info.support_slices)
+        (5, 0, 0, (1,), 1)
     """
 
     index: int
@@ -450,7 +456,15 @@ class EpisodeSampler(IterableDataset):
                            query_slice=query_slice, classes=classes)
 
     def describe(self, index: int) -> EpisodeInfo:
-        """Which scans, slices and classes episode ``index`` uses (cheap: no image work)."""
+        """Which scans, slices and classes episode ``index`` uses (cheap: no image work).
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> info = s.describe(3)  # superpixel mode: supports and query share the slice
+            >>> info.query_slice == info.support_slices[0], s.next_index
+            (True, 0)
+        """
         choice_seq, _ = self._seed_sequence(index).spawn(2)
         return self._choose(int(index), np.random.default_rng(choice_seq))
 
@@ -537,14 +551,28 @@ class EpisodeSampler(IterableDataset):
                        query_image=images[-1], query_label=sel[-1].clone())
 
     def sample(self) -> Episode:
-        """The next episode of the stream (advances the position by one)."""
+        """The next episode of the stream (advances the position by one).
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> ep = s.sample(); torch.equal(ep.query_image, s.episode(0).query_image), s.next_index
+            (True, 1)
+        """
         episode = self.episode(self._next_index)
         self._next_index += 1
         return episode
 
     @property
     def next_index(self) -> int:
-        """Index of the episode :meth:`sample` returns next."""
+        """Index of the episode `sample` returns next (an int; iteration starts there too).
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> _ = [s.sample() for _ in range(3)]; s.next_index
+            3
+        """
         return self._next_index
 
     def __iter__(self) -> Iterator[Episode]:
@@ -575,7 +603,15 @@ class EpisodeSampler(IterableDataset):
 
     # ------------------------------------------------------------------ resume
     def state_dict(self) -> dict[str, Any]:
-        """Position and seed of the stream (plain Python values)."""
+        """Position and seed of the stream (plain Python values), for `load_state_dict`.
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> _ = s.sample(); state = s.state_dict()
+            >>> state["next_index"], state["seed"], state["mode"], state["num_slices"]
+            (1, 0, 'superpixel', 2)
+        """
         return {"next_index": self._next_index, "seed": self.seed, "mode": self.mode,
                 "ways": self.ways, "shots": self.shots, "num_slices": self.num_slices}
 
@@ -613,7 +649,15 @@ class EpisodeSampler(IterableDataset):
 
 
 class EpisodeBatches(IterableDataset):
-    """Batches of episodes from an :class:`EpisodeSampler` (see :meth:`EpisodeSampler.batches`)."""
+    """Batches of episodes from an `EpisodeSampler` (see `EpisodeSampler.batches`): an
+    ``IterableDataset`` of `EpisodeBatch`, batch ``j`` = episodes ``start + j B ...``.
+
+    Example:
+        >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+        >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+        >>> next(iter(s.batches(3))).query_labels.shape  # (B, H, W)
+        torch.Size([3, 16, 16])
+    """
 
     def __init__(self, sampler: EpisodeSampler, batch_size: int) -> None:
         super().__init__()
@@ -623,7 +667,15 @@ class EpisodeBatches(IterableDataset):
         self.batch_size = batch_size
 
     def batch(self, number: int, *, start: int = 0) -> EpisodeBatch:
-        """Batch ``number`` counted from episode ``start``."""
+        """Batch ``number`` counted from episode ``start``: episodes ``start + number B ...``.
+
+        Example:
+            >>> x = np.arange(128.0).reshape(2, 8, 8)  # one superpixel (id 1) per slice
+            >>> s = EpisodeSampler([x], [x > 0], image_size=16, seed=0)
+            >>> batch = s.batches(2).batch(1, start=4)  # episodes 6 and 7
+            >>> torch.equal(batch.query_images[1], s.episode(7).query_image)
+            True
+        """
         first = start + number * self.batch_size
         return collate_episodes([self.sampler.episode(i)
                                  for i in range(first, first + self.batch_size)])
