@@ -157,7 +157,12 @@ class ConfusionCounts:
 
     @property
     def dice(self) -> float:
-        """``2 tp / (2 tp + fp + fn)`` in [0, 1]; NaN when all counts are 0."""
+        """``2 tp / (2 tp + fp + fn)`` in [0, 1]; NaN when all counts are 0.
+
+        Example:
+            >>> ConfusionCounts(tp=1, fp=1, fn=0).dice, ConfusionCounts().dice
+            (0.6666666666666666, nan)
+        """
         return dice_from_counts(self.tp, self.fp, self.fn)
 
     @property
@@ -438,7 +443,13 @@ class DiceMetric:
 
     @property
     def counts(self) -> Mapping[int, ConfusionCounts]:
-        """The summed counts per class so far (``{class_id: ConfusionCounts}``, a copy)."""
+        """The summed counts per class so far (``{class_id: ConfusionCounts}``, a copy).
+
+        Example:
+            >>> m = DiceMetric(); m.update(np.array([1, 2, 2]), np.array([1, 1, 2]))
+            >>> m.counts
+            {1: ConfusionCounts(tp=1, fp=0, fn=1), 2: ConfusionCounts(tp=1, fp=1, fn=0)}
+        """
         return dict(sorted(self._counts.items()) if self._fixed is None else self._counts.items())
 
     def compute(self) -> dict[int, float]:
