@@ -192,6 +192,13 @@ class SuperpixelPseudolabeler:
             TypeError: if ``volume`` is not a numpy array / torch tensor of real numbers.
             ValueError: for an empty array, a dimension other than 2 or 3, NaN or infinite
                 values, or a bad ``spacing``.
+
+        Example:
+            >>> yy, xx = np.mgrid[:64, :64]
+            >>> disk = ((yy - 32) ** 2 + (xx - 32) ** 2 < 25**2) * (100.0 + (xx > 32) * 80.0)
+            >>> labels = SuperpixelPseudolabeler(min_size=50)(np.stack([disk, disk]))  # (D, H, W)
+            >>> labels.shape, labels.dtype, np.array_equal(labels[0], labels[1])  # per slice
+            ((2, 64, 64), dtype('int32'), True)
         """
         image = _as_image(volume)
         spacing_ = _check_spacing(spacing, image.ndim)
@@ -215,6 +222,12 @@ class SuperpixelPseudolabeler:
 
         Returns:
             bool numpy array of ``volume``'s shape.
+
+        Example:
+            >>> yy, xx = np.mgrid[:32, :32]; disk = ((yy - 16) ** 2 + (xx - 16) ** 2 < 100) * 90.0
+            >>> body = SuperpixelPseudolabeler().body_mask(disk)
+            >>> body.dtype, body.shape, bool(body[16, 16]), bool(body[0, 0])
+            (dtype('bool'), (32, 32), True, False)
         """
         image = _as_image(volume)
         if self.mode == "2d" and image.ndim == 3:
@@ -249,6 +262,15 @@ class SuperpixelPseudolabeler:
 
         Raises:
             ValueError: if ``spacings`` does not have one entry per volume, or ``workers < 1``.
+
+        Example:
+            >>> rng = np.random.default_rng(0); labeler = SuperpixelPseudolabeler(min_size=50)
+            >>> scans = [rng.random((2, 32, 32)) * 100, rng.random((3, 40, 40)) * 100]
+            >>> out = labeler.label_many(scans, workers=1, progress=False)
+            >>> [o.shape for o in out], {o.dtype.name for o in out}
+            ([(2, 32, 32), (3, 40, 40)], {'int32'})
+            >>> all(np.array_equal(o, labeler(s)) for o, s in zip(out, scans))  # as one by one
+            True
         """
         images = [_as_image(v) for v in volumes]
         if spacings is None:
@@ -473,6 +495,13 @@ def save_pseudolabels(
         ValueError: if the shapes differ, the volume has no path, or the label values are not
             int32 ids.
         FileExistsError: if the file exists and ``overwrite`` is False.
+
+    Example:
+        >>> import tempfile; from fewshotseg.io import load_volume
+        >>> path = f"{tempfile.mkdtemp()}/scan.npy"; np.save(path, np.zeros((32, 32, 2)))
+        >>> scan = load_volume(path)  # (D, H, W) = (2, 32, 32), read from a file
+        >>> save_pseudolabels(np.ones(scan.shape, np.int32), scan).name
+        'scan.superpixels.npz'
     """
     from fewshotseg.io import save_volume
 
@@ -503,6 +532,14 @@ def load_pseudolabels(scan: Volume, *, tag: str = DEFAULT_TAG) -> np.ndarray:
     Raises:
         FileNotFoundError: if there is no such file (label the scan and save first).
         ValueError: if the stored labels do not match the scan's shape.
+
+    Example:
+        >>> import tempfile; from fewshotseg.io import load_volume
+        >>> path = f"{tempfile.mkdtemp()}/scan.npy"; np.save(path, np.zeros((32, 32, 2)))
+        >>> scan = load_volume(path); labels = np.arange(2048, dtype=np.int32).reshape(scan.shape)
+        >>> _ = save_pseudolabels(labels, scan); back = load_pseudolabels(scan)
+        >>> back.dtype, np.array_equal(back, labels)
+        (dtype('int32'), True)
     """
     from fewshotseg.io import load_label_map
 
