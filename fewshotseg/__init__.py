@@ -27,7 +27,7 @@ from fewshotseg.evaluation import (
     evaluate_fold,
     evaluate_pair,
 )
-from fewshotseg.inference import SupportQueryPredictor, SupportSet
+from fewshotseg.inference import EncodedSupport, SupportQueryPredictor
 from fewshotseg.metrics import dice
 from fewshotseg.models import AdaptiveLocalPrototypePool, ALPNet, Prototypes
 from fewshotseg.superpixels import SuperpixelPseudolabeler
@@ -38,13 +38,13 @@ __all__ = [
     "AdaptiveLocalPrototypePool",
     "AugmentConfig",
     "Episode",
+    "EncodedSupport",
     "EpisodeBatch",
     "EpisodeSampler",
     "Prototypes",
     "ResultTable",
     "SuperpixelPseudolabeler",
     "SupportQueryPredictor",
-    "SupportSet",
     "TrainConfig",
     "TrainHistory",
     "TrainingInterrupted",
@@ -64,3 +64,11 @@ __all__ = [
     "volume",
     "weights",
 ]
+
+
+def __getattr__(name: str) -> type:
+    if name == "SupportSet":  # renamed in 0.2 (issue 18); the alias goes in the next release
+        from fewshotseg import inference
+
+        return inference.SupportSet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

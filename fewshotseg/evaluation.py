@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -89,7 +90,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Protocol = Literal["paper", "whole_volume", "realistic"]
+ProtocolName = Literal["paper", "whole_volume", "realistic"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Protocol":  # renamed in 0.2 (issue 18): it shadowed typing.Protocol
+        warnings.warn(
+            "fewshotseg.evaluation.Protocol is deprecated and will be removed in the next "
+            "release; it is now called ProtocolName",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return ProtocolName
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -303,7 +316,7 @@ def evaluate_pair(
     query_labels: Any,
     classes: Iterable[int],
     *,
-    protocol: Protocol = "paper",
+    protocol: ProtocolName = "paper",
     ways: int | Literal["all"] = 1,
     parts: int = 3,
     class_names: Mapping[int, str] | None = None,
@@ -505,7 +518,7 @@ def evaluate_fold(
     queries: Mapping[Hashable, tuple[Any, Any]],
     classes: Iterable[int],
     *,
-    protocol: Protocol = "paper",
+    protocol: ProtocolName = "paper",
     ways: int | Literal["all"] = 1,
     parts: int = 3,
     class_names: Mapping[int, str] | None = None,
@@ -576,7 +589,7 @@ def evaluate_cross_validation(
     classes: Iterable[int],
     *,
     n_folds: int = 5,
-    protocol: Protocol = "paper",
+    protocol: ProtocolName = "paper",
     ways: int | Literal["all"] = 1,
     parts: int = 3,
     class_names: Mapping[int, str] | None = None,

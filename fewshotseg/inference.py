@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -25,14 +26,15 @@ from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_ch
 from fewshotseg.preprocess import INTENSITY_RECIPES
 from fewshotseg.weights import PRETRAINED, preprocessing, pretrained_path
 
-__all__ = ["PRETRAINED", "SupportQueryPredictor", "SupportSet"]  # PRETRAINED: fewshotseg.weights
+# PRETRAINED lives in fewshotseg.weights
+__all__ = ["PRETRAINED", "EncodedSupport", "SupportQueryPredictor"]
 
 logger = logging.getLogger(__name__)
 
 
 
 @dataclass
-class SupportSet:
+class EncodedSupport:
     """An encoded support set: pooled prototypes plus the label values they stand for.
 
     Attributes:
@@ -46,17 +48,29 @@ class SupportSet:
     label_values: tuple[int, ...]
     shots: int
 
-    def select(self, items: Any) -> SupportSet:
+    def select(self, items: Any) -> EncodedSupport:
         """The support sets ``items`` (indices into the batch) of a batched support set, e.g.
         one per query slice for `SupportQueryPredictor.probabilities`."""
         items = torch.as_tensor(items, dtype=torch.long, device=self.prototypes.features.device)
-        return SupportSet(self.prototypes.select(items), self.label_values, self.shots)
+        return EncodedSupport(self.prototypes.select(items), self.label_values, self.shots)
 
-    def combine(self, shots: Any) -> SupportSet:
+    def combine(self, shots: Any) -> EncodedSupport:
         """K-shot support sets ``(G, K)`` from a batch of 1-shot sets, as if each set's shots
         had been pooled together (`fewshotseg.models.alp.Prototypes.combine`)."""
         shots = torch.as_tensor(shots, dtype=torch.long, device=self.prototypes.features.device)
-        return SupportSet(self.prototypes.combine(shots), self.label_values, shots.shape[1])
+        return EncodedSupport(self.prototypes.combine(shots), self.label_values, shots.shape[1])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SupportSet":  # renamed in 0.2 (issue 18): the name now says it is encoded
+        warnings.warn(
+            "fewshotseg.inference.SupportSet is deprecated and will be removed in the next "
+            "release; it is now called EncodedSupport",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return EncodedSupport
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _to_tensor(x: Any, name: str) -> Tensor:
@@ -220,7 +234,7 @@ class SupportQueryPredictor:
         return cls.from_checkpoint(pretrained_path(name), device=device, **kwargs)
 
     # ----------------------------------------------------------------- support
-    def encode_support(self, support_img: Any, support_mask: Any) -> SupportSet:
+    def encode_support(self, support_img: Any, support_mask: Any) -> EncodedSupport:
         """Encode and pool a support set once, for any number of `predict` calls.
 
         Args:
@@ -231,7 +245,7 @@ class SupportQueryPredictor:
                 value is a class (N-way), all shots annotated for all classes.
 
         Returns:
-            A `SupportSet`: the pooled prototypes (on the predictor's device), the label values
+            A `EncodedSupport`: the pooled prototypes (on the predictor's device), the label values
             in ascending order and the number of shots; pass it to `predict_with` /
             `predict_proba_with`.
 
@@ -285,7 +299,7 @@ class SupportQueryPredictor:
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             feats = self.model.encode(img)
             protos = self.model.prototypes(feats[None], self.model.prepare_masks(onehot[None]))
-        return SupportSet(protos, values, img.shape[0])
+        return EncodedSupport(protos, values, img.shape[0])
 
     # ------------------------------------------------------- slices as features
     def encode_slices(self, images: Any) -> Tensor:
@@ -312,8 +326,8 @@ class SupportQueryPredictor:
 
     def support_from_features(
         self, features: Tensor, masks: Any, label_values: Sequence[int]
-    ) -> SupportSet:
-        """A `SupportSet` from already encoded support slices (no second backbone pass).
+    ) -> EncodedSupport:
+        """A `EncodedSupport` from already encoded support slices (no second backbone pass).
 
         Args:
             features: ``(K, F, h, w)`` features of the support slices (`encode_slices`), or
@@ -324,7 +338,7 @@ class SupportQueryPredictor:
             label_values: the label value of each mask channel.
 
         Returns:
-            A `SupportSet` of batch 1 (or G: `SupportSet.select` picks one per query slice).
+            A `EncodedSupport` of batch 1 (or G: `EncodedSupport.select` picks one per query slice).
         """
         onehot = _to_tensor(masks, "masks").float().to(self.device)
         batched = features.ndim == 5
@@ -335,10 +349,10 @@ class SupportQueryPredictor:
         onehot = self._resize(onehot.flatten(0, 1), size).unflatten(0, (g, k))
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             protos = self.model.prototypes(features, self.model.prepare_masks(onehot))
-        return SupportSet(protos, tuple(int(v) for v in label_values), features.shape[1])
+        return EncodedSupport(protos, tuple(int(v) for v in label_values), features.shape[1])
 
     def probabilities(
-        self, features: Tensor, support: SupportSet, out_size: tuple[int, int]
+        self, features: Tensor, support: EncodedSupport, out_size: tuple[int, int]
     ) -> Tensor:
         """Class probabilities ``(d, N + 1, *out_size)`` (float32, on the predictor's device)
         of encoded query slices ``(d, F, h, w)`` against a support of batch 1 (every slice) or
@@ -409,14 +423,14 @@ class SupportQueryPredictor:
         support = self.encode_support(support_img, support_mask)
         return self.predict_with(support, query)
 
-    def predict_proba_with(self, support: SupportSet, query: Any) -> Any:
+    def predict_proba_with(self, support: EncodedSupport, query: Any) -> Any:
         """`predict_proba` with an already encoded support set."""
         q, as_numpy, out_device, squeeze = self._query(query)
         probs = torch.cat(list(self._stream(support, q)), dim=1)  # (N + 1, D, H, W) on CPU
         probs = probs[:, 0] if squeeze else probs
         return probs.numpy() if as_numpy else probs.to(out_device)
 
-    def predict_with(self, support: SupportSet, query: Any) -> Any:
+    def predict_with(self, support: EncodedSupport, query: Any) -> Any:
         """`predict` with an already encoded support set."""
         q, as_numpy, out_device, squeeze = self._query(query)
         lut = torch.tensor((0, *support.label_values), dtype=torch.long)
@@ -433,7 +447,7 @@ class SupportQueryPredictor:
         squeeze = t.ndim == 2
         return (t[None] if squeeze else t), as_numpy, out_device, squeeze
 
-    def _stream(self, support: SupportSet, query: Tensor) -> Iterator[Tensor]:
+    def _stream(self, support: EncodedSupport, query: Tensor) -> Iterator[Tensor]:
         """Probabilities ``(N + 1, d, H, W)`` on the CPU, one query batch at a time."""
         depth, h, w = query.shape
         starts = range(0, depth, self.batch_size)
@@ -452,7 +466,7 @@ class SupportQueryPredictor:
         return self.model.encode(self._resize(slices.to(self.device)[:, None], size))
 
     def _probabilities(
-        self, feats: Tensor, support: SupportSet, out_size: tuple[int, int]
+        self, feats: Tensor, support: EncodedSupport, out_size: tuple[int, int]
     ) -> Tensor:
         """Class probabilities ``(d, N + 1, *out_size)`` of query features against a support."""
         size = (self.image_size, self.image_size)

@@ -54,7 +54,7 @@ from scipy import ndimage
 from torch import Tensor
 
 if TYPE_CHECKING:  # the predictor calls us; we only need its type for annotations
-    from fewshotseg.inference import SupportQueryPredictor, SupportSet
+    from fewshotseg.inference import EncodedSupport, SupportQueryPredictor
 
 __all__ = [
     "VolumeConfig",
@@ -92,6 +92,11 @@ class VolumeConfig:
         fill_holes: fill holes inside each class, slice by slice (off by default: no measurable
             effect on the validation patients).
         parts: chunks per class with ``support="chunks"`` (3 in the paper).
+
+    Example:
+        >>> config = VolumeConfig(localise="relative", threshold=0.5)
+        >>> config.localise, config.support, config.shots, config.largest_component
+        ('relative', 'aligned', 3, True)
     """
 
     localise: Literal["align", "relative", "none"] = "align"
@@ -133,6 +138,11 @@ def slice_descriptors(features: Tensor, grid: int = 4) -> np.ndarray:
     pairs) the organ extents this alignment transfers overlap the true ones by 0.72 IoU, against
     0.70 uncentred, 0.66 for relative depth, and 0.50 for mean/max-pooled global descriptors
     (one support), which collapse many query slices onto one support slice.
+
+    Example:
+        >>> d = slice_descriptors(torch.rand(5, 8, 16, 16))  # (D, F, h, w)
+        >>> d.shape, d.dtype, np.allclose(np.linalg.norm(d, axis=1), 1.0)
+        ((5, 128), dtype('float64'), True)
     """
     pooled = torch.nn.functional.adaptive_avg_pool2d(features.float(), grid).flatten(1)
     centred = pooled - pooled.mean(0, keepdim=True)
@@ -180,6 +190,11 @@ def align_slices(query_features: Tensor, support_features: Tensor) -> np.ndarray
         ``(D,)`` float array: for each query slice, the support slice it is aligned with (of
         those the warping path pairs it with, the most similar one; a path must visit every
         support slice, so a support slice the query lacks is paired with a neighbour too).
+
+    Example:
+        >>> _ = torch.manual_seed(0); support = torch.rand(6, 8, 8, 8)  # (D_s, F, h, w)
+        >>> align_slices(support[1:5], support)  # a query that is support slices 1..4
+        array([1., 2., 3., 4.])
     """
     query, support = slice_descriptors(query_features), slice_descriptors(support_features)
     return _aligned_positions(query, support)
@@ -301,7 +316,20 @@ class VolumeSupport:
 
     def features(self, zs: Sequence[int] | None = None) -> Tensor:
         """Backbone features ``(len(zs), F, h, w)`` (float32) of support slices ``zs``
-        (default: every slice), encoding only the slices not seen before."""
+        (default: every slice), encoding only the slices not seen before.
+
+        Example:
+            >>> from fewshotseg import ALPNet, SupportQueryPredictor
+            >>> model = ALPNet(backbone="tiny", feature_dim=8)
+            >>> predictor = SupportQueryPredictor(model, image_size=32)
+            >>> labels = np.zeros((4, 40, 40), np.int64); labels[1:4, 10:30, 10:30] = 1
+            >>> image = np.random.default_rng(0).random((4, 40, 40))
+            >>> support = prepare_support(predictor, image, labels)
+            >>> support.features([0, 2]).shape  # (slices, F, h, w)
+            torch.Size([2, 8, 4, 4])
+            >>> support  # the other slices are not encoded yet
+            VolumeSupport(shape=(4, 40, 40), classes=(1,), encoded=2/4 slices)
+        """
         zs = range(self.volume.shape[0]) if zs is None else [int(z) for z in zs]
         todo = sorted(set(zs) - self._features.keys())
         if todo:
@@ -310,17 +338,40 @@ class VolumeSupport:
         return torch.stack([self._features[z] for z in zs])
 
     def descriptors(self) -> np.ndarray:
-        """`slice_descriptors` of every support slice ``(D_s, d)``, computed once."""
+        """`slice_descriptors` of every support slice ``(D_s, d)``, computed once.
+
+        Example:
+            >>> from fewshotseg import ALPNet, SupportQueryPredictor
+            >>> model = ALPNet(backbone="tiny", feature_dim=8)
+            >>> predictor = SupportQueryPredictor(model, image_size=32)
+            >>> labels = np.zeros((4, 40, 40), np.int64); labels[1:4, 10:30, 10:30] = 1
+            >>> image = np.random.default_rng(0).random((4, 40, 40))
+            >>> support = prepare_support(predictor, image, labels)
+            >>> d = support.descriptors(); d.shape, d.dtype, d is support.descriptors()
+            ((4, 128), dtype('float64'), True)
+        """
         if self._descriptors is None:
             self._descriptors = slice_descriptors(self.features())
         return self._descriptors
 
-    def support_sets(self, cls: int, shots: Sequence[Sequence[int]]) -> SupportSet:
+    def support_sets(self, cls: int, shots: Sequence[Sequence[int]]) -> EncodedSupport:
         """G 1-way support sets of class ``cls``, set g from support slices ``shots[g]`` (each
-        of the same length K): a `SupportSet` of batch G.
+        of the same length K): a `EncodedSupport` of batch G.
 
         Each slice is pooled once, as a 1-shot set, and the sets are combined from those (a
-        slice is in up to K sets); equal to pooling each set's slices together."""
+        slice is in up to K sets); equal to pooling each set's slices together.
+
+        Example:
+            >>> from fewshotseg import ALPNet, SupportQueryPredictor
+            >>> model = ALPNet(backbone="tiny", feature_dim=8)
+            >>> predictor = SupportQueryPredictor(model, image_size=32)
+            >>> labels = np.zeros((4, 40, 40), np.int64); labels[1:4, 10:30, 10:30] = 1
+            >>> image = np.random.default_rng(0).random((4, 40, 40))
+            >>> support = prepare_support(predictor, image, labels)
+            >>> sets = support.support_sets(1, [[1, 2], [2, 3]])  # G=2 sets of K=2 slices
+            >>> sets.shots, sets.label_values, sets.prototypes.features.shape[0]
+            (2, (1,), 2)
+        """
         index = np.asarray(shots, dtype=np.int64)  # (G, K)
         unique, inverse = np.unique(index, return_inverse=True)
         masks = torch.from_numpy((self.labels[unique] == cls)[:, None, None].astype(np.float32))
@@ -351,6 +402,14 @@ def prepare_support(
 
     Returns:
         A `VolumeSupport` for `segment_with` (nothing is encoded yet).
+
+    Example:
+        >>> from fewshotseg import ALPNet, SupportQueryPredictor
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+        >>> labels = np.zeros((4, 40, 40), np.int64); labels[1:3, 10:30, 10:30] = 2
+        >>> support = prepare_support(predictor, np.ones((4, 40, 40), np.uint16), labels)
+        >>> support.volume.dtype, support.classes, support.slices[2].tolist()
+        (dtype('float32'), (2,), [1, 2])
     """
     from fewshotseg.preprocess import apply_recipe
 
@@ -389,6 +448,15 @@ def segment_volume(
 
     Returns:
         ``(D, H', W')`` int64 label map (support label values, 0 elsewhere).
+
+    Example:
+        >>> from fewshotseg import ALPNet, SupportQueryPredictor
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+        >>> image = np.random.default_rng(0).random((6, 40, 40)).astype(np.float32)
+        >>> labels = np.zeros((6, 40, 40), np.int64); labels[1:5, 10:30, 10:30] = 2
+        >>> out = segment_volume(predictor, image, labels, image[:4, :32, :32])  # (D, H', W')
+        >>> out.shape, out.dtype, set(np.unique(out).tolist()) <= {0, 2}
+        ((4, 32, 32), dtype('int64'), True)
     """
     support = prepare_support(predictor, support_volume, support_labels, classes=classes)
     return segment_with(predictor, support, query_volume, config=config)
