@@ -53,6 +53,8 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
+from fewshotseg._checks import to_label_map, to_numpy
+
 if TYPE_CHECKING:  # the predictor calls us; we only need its type for annotations
     from fewshotseg.inference import EncodedSupport, SupportQueryPredictor
 
@@ -501,7 +503,7 @@ def segment_with(
             "this VolumeSupport was prepared by another predictor (or another modality); "
             "prepare it again with prepare_support(predictor, ...)"
         )
-    qry = _as_numpy(query_volume, "query_volume")
+    qry = to_numpy(query_volume, "query_volume")
     if qry.ndim != 3:
         raise ValueError(f"query_volume must be a (D, H, W) volume, got shape {qry.shape}")
     if predictor.modality is not None:
@@ -585,34 +587,18 @@ def _support_groups(
 # --------------------------------------------------------------------------------------------
 
 
-def _as_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, Tensor):
-        x = x.detach().cpu().numpy()
-    if not isinstance(x, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-    return x
-
-
 def _check_support(
     support_volume: Any, support_labels: Any, classes: Any
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    sup = _as_numpy(support_volume, "support_volume")
-    lab = _as_numpy(support_labels, "support_labels")
+    sup = to_numpy(support_volume, "support_volume")
+    lab = to_label_map(support_labels, "support_labels")
     if sup.ndim != 3 or lab.shape != sup.shape:
         raise ValueError(
             "the support needs a (D, H, W) volume and labels of the same shape; got "
             f"{sup.shape} and {lab.shape}"
         )
-    if lab.dtype.kind == "f":
-        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
-            raise ValueError("support_labels must hold integer label values (0 = background)")
-    elif lab.dtype.kind not in "biu":
-        raise TypeError(f"support_labels must be an integer label map, got dtype {lab.dtype}")
     lab = np.array(lab, dtype=np.int64)  # a copy: a prepared support outlives the call
-    low, high = int(lab.min()), int(lab.max())
-    if low < 0:
-        raise ValueError("support_labels has negative labels; use 0 for background, >0 classes")
-    if high < 1 << 16:  # label maps: counting is ~20x faster than np.unique's sort
+    if int(lab.max()) < 1 << 16:  # label maps: counting is ~20x faster than np.unique's sort
         present = [int(v) for v in np.flatnonzero(np.bincount(lab.ravel(), minlength=1)[1:]) + 1]
     else:
         present = [int(v) for v in np.unique(lab) if v != 0]
