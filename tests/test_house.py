@@ -207,3 +207,8 @@ def test_the_arrow_reader_sees_imports_of_every_form():
 
 def test_the_map_is_in_the_site_navigation():
     assert "architecture.md" in (REPO / "mkdocs.yml").read_text(encoding="utf-8")
+
+
+def test_every_import_in_the_code_is_an_arrow_of_the_map():
+    unlisted = sorted(code_arrows() - documented_arrows())
+    assert not unlisted, f"imports missing from docs/architecture.md's arrows: {unlisted}"
