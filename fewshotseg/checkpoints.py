@@ -239,13 +239,10 @@ def _validate(ckpt: Any, path: Path) -> None:
     if "step" in ckpt:
         _check_int(ckpt["step"], "step", 0, 2**62, path)
     if ckpt.get("modality") is not None:
-        from fewshotseg.preprocess import INTENSITY_RECIPES
+        from fewshotseg.preprocess import check_modality
 
-        if ckpt["modality"] not in INTENSITY_RECIPES:
-            raise ValueError(
-                f"checkpoint {str(path)!r} names an unknown intensity recipe "
-                f"{ckpt['modality']!r}; expected one of {sorted(INTENSITY_RECIPES)}"
-            )
+        where = f"checkpoint {str(path)!r} names an unknown intensity recipe "
+        check_modality(ckpt["modality"], where=f"{where}{ckpt['modality']!r}: ")
     bad = []
     for key, value in ckpt["model"].items():
         if not isinstance(value, Tensor):

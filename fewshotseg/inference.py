@@ -23,7 +23,7 @@ from torch import Tensor
 from fewshotseg.models.alp import Prototypes
 from fewshotseg.models.alpnet import ALPNet
 from fewshotseg.precision import autocast, autocast_dtype, check_amp, prefers_channels_last
-from fewshotseg.preprocess import INTENSITY_RECIPES
+from fewshotseg.preprocess import check_modality
 from fewshotseg.weights import PRETRAINED, preprocessing, pretrained_path
 
 # PRETRAINED lives in fewshotseg.weights
@@ -172,10 +172,7 @@ class SupportQueryPredictor:
             # bf16 convolutions on a CPU are much faster in this layout (values unchanged)
             self.model.to(memory_format=torch.channels_last)
         self.progress = progress
-        if modality is not None and modality not in INTENSITY_RECIPES:
-            raise ValueError(
-                f"modality must be one of {sorted(INTENSITY_RECIPES)} or None, got {modality!r}"
-            )
+        check_modality(modality, allow_none=True)
         self.modality = modality
 
     # ------------------------------------------------------------ construction

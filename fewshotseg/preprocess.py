@@ -28,6 +28,7 @@ from fewshotseg._checks import check_finite, check_real, to_numpy
 
 __all__ = [
     "INTENSITY_RECIPES",
+    "check_modality",
     "apply_recipe",
     "clip_top",
     "crop_or_pad",
@@ -432,6 +433,24 @@ INTENSITY_RECIPES: dict[str, Callable[[np.ndarray], np.ndarray] | None] = {
 them; ``"none"`` passes intensities through."""
 
 
+def check_modality(modality: Any, *, allow_none: bool = False, where: str = "") -> str | None:
+    """``modality`` if it names an intensity recipe (or is None with ``allow_none``), else
+    `ValueError`; the one check of a recipe name, for the predictor, checkpoints and the CLI.
+
+    Example:
+        >>> check_modality("mri"), check_modality(None, allow_none=True)
+        ('mri', None)
+        >>> check_modality("t2")
+        Traceback (most recent call last):
+        ...
+        ValueError: modality must be one of ['ct', 'mri', 'none'], got 't2'
+    """
+    if (modality is None and allow_none) or modality in INTENSITY_RECIPES:
+        return modality
+    options = f"{sorted(INTENSITY_RECIPES)}{' or None' if allow_none else ''}"
+    raise ValueError(f"{where}modality must be one of {options}, got {modality!r}")
+
+
 def apply_recipe(image: Any, modality: str) -> np.ndarray:
     """Apply the named intensity recipe (``"mri"``, ``"ct"`` or ``"none"``) -> float32.
 
@@ -457,8 +476,6 @@ def apply_recipe(image: Any, modality: str) -> np.ndarray:
         >>> out.shape, out.dtype, round(float(out.std()), 4)
         ((2, 3, 4), dtype('float32'), 1.0)
     """
-    if modality not in INTENSITY_RECIPES:
-        raise ValueError(f"modality must be one of {sorted(INTENSITY_RECIPES)}, got {modality!r}")
-    recipe = INTENSITY_RECIPES[modality]
+    recipe = INTENSITY_RECIPES[check_modality(modality)]
     array = _as_array(image, "image").astype(np.float32, copy=False)
     return array if recipe is None else recipe(array)
