@@ -154,6 +154,10 @@ class CaseFiles:
         id: the case id (the text the pattern's ``*`` matched), e.g. ``"1"``.
         image_path: scan file or DICOM folder.
         label_path: label file, or ``None`` when the case has no label.
+
+    Example:
+        >>> CaseFiles("7", Path("image_7.nii.gz"), None).label_path is None
+        True
     """
 
     id: str
@@ -538,6 +542,17 @@ def chaos_t2spir(
 
     Raises:
         FileNotFoundError: if the folder, an id or a label is missing.
+
+    Example:
+        >>> import tempfile, nibabel as nib
+        >>> folder, lab = tempfile.mkdtemp(), np.zeros((8, 6, 3), np.uint8)
+        >>> lab[2:5, 2:5, 1] = 4  # spleen on the middle axial slice
+        >>> nib.save(nib.Nifti1Image(np.zeros((8, 6, 3), np.float32), np.eye(4)),
+        ...          f"{folder}/image_1.nii.gz")
+        >>> nib.save(nib.Nifti1Image(lab, np.eye(4)), f"{folder}/label_1.nii.gz")
+        >>> (case,) = chaos_t2spir(folder)
+        >>> case.id, case.image.array.shape, case.label.dtype, int(case.label.max())
+        ('1', (3, 8, 6), dtype('int32'), 4)
     """
     cases = load_image_label_folder(
         folder, ids, labels=labels, axis=CHAOS_T2SPIR.axis, progress=progress

@@ -42,6 +42,15 @@ class EncodedSupport:
         label_values: the support's foreground label values, in class order (channel n + 1 of
             the probabilities is ``label_values[n]``).
         shots: number of support slices.
+
+    Example:
+        >>> import numpy as np
+        >>> from fewshotseg import ALPNet, SupportQueryPredictor
+        >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+        >>> mask = np.zeros((40, 40), np.int64); mask[10:30, 10:30] = 3
+        >>> support = predictor.encode_support(np.random.rand(40, 40), mask)
+        >>> support.label_values, support.shots, support.prototypes.num_classes
+        ((3,), 1, 2)
     """
 
     prototypes: Prototypes
@@ -50,13 +59,33 @@ class EncodedSupport:
 
     def select(self, items: Any) -> EncodedSupport:
         """The support sets ``items`` (indices into the batch) of a batched support set, e.g.
-        one per query slice for `SupportQueryPredictor.probabilities`."""
+        one per query slice for `SupportQueryPredictor.probabilities`.
+
+        Example:
+            >>> import torch
+            >>> protos = Prototypes(torch.randn(3, 5, 8), torch.ones(3, 2, 5, dtype=torch.bool))
+            >>> EncodedSupport(protos, (1,), 1).select([2, 2, 0]).prototypes.features.shape
+            torch.Size([3, 5, 8])
+        """
         items = torch.as_tensor(items, dtype=torch.long, device=self.prototypes.features.device)
         return EncodedSupport(self.prototypes.select(items), self.label_values, self.shots)
 
     def combine(self, shots: Any) -> EncodedSupport:
         """K-shot support sets ``(G, K)`` from a batch of 1-shot sets, as if each set's shots
-        had been pooled together (`fewshotseg.models.alp.Prototypes.combine`)."""
+        had been pooled together (`fewshotseg.models.alp.Prototypes.combine`).
+
+        Example:
+            >>> import torch
+            >>> from fewshotseg import ALPNet, SupportQueryPredictor
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> feats = predictor.encode_slices(torch.rand(3, 32, 32))  # 3 slices, 1 shot each
+            >>> masks = torch.zeros(3, 1, 1, 32, 32); masks[..., 8:24, 8:24] = 1
+            >>> single = predictor.support_from_features(feats[:, None], masks, (1,))
+            >>> pairs = single.combine([[0, 1], [1, 2]])          # two 2-shot sets
+            >>> pairs.shots, pairs.prototypes.features.shape[0]
+            (2, 2)
+        """
         shots = torch.as_tensor(shots, dtype=torch.long, device=self.prototypes.features.device)
         return EncodedSupport(self.prototypes.combine(shots), self.label_values, shots.shape[1])
 
@@ -308,6 +337,14 @@ class SupportQueryPredictor:
         Returns:
             ``(D, F, h, w)`` float features on the predictor's device (the network's input is
             each slice resized to ``image_size``).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> predictor.encode_slices(np.random.rand(5, 40, 40)).shape  # h = w = 32 / 8
+            torch.Size([5, 8, 4, 4])
         """
         stack = _check_image(_to_tensor(images, "images"), "images")
         if stack.ndim != 3:
@@ -324,7 +361,7 @@ class SupportQueryPredictor:
     def support_from_features(
         self, features: Tensor, masks: Any, label_values: Sequence[int]
     ) -> EncodedSupport:
-        """A `EncodedSupport` from already encoded support slices (no second backbone pass).
+        """An `EncodedSupport` from already encoded support slices (no second backbone pass).
 
         Args:
             features: ``(K, F, h, w)`` features of the support slices (`encode_slices`), or
@@ -335,7 +372,20 @@ class SupportQueryPredictor:
             label_values: the label value of each mask channel.
 
         Returns:
-            A `EncodedSupport` of batch 1 (or G: `EncodedSupport.select` picks one per query slice).
+            An `EncodedSupport` of batch 1 (or G: `EncodedSupport.select` picks one per query
+            slice).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> images = np.random.rand(2, 40, 40)
+            >>> masks = np.zeros((2, 1, 40, 40), np.float32); masks[:, 0, 10:30, 10:30] = 1
+            >>> support = predictor.support_from_features(predictor.encode_slices(images),
+            ...                                           masks, (5,))
+            >>> support.shots, support.label_values
+            (2, (5,))
         """
         onehot = _to_tensor(masks, "masks").float().to(self.device)
         batched = features.ndim == 5
@@ -353,7 +403,20 @@ class SupportQueryPredictor:
     ) -> Tensor:
         """Class probabilities ``(d, N + 1, *out_size)`` (float32, on the predictor's device)
         of encoded query slices ``(d, F, h, w)`` against a support of batch 1 (every slice) or
-        of batch d (slice i against support set i)."""
+        of batch d (slice i against support set i).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> mask = np.zeros((40, 40), np.int64); mask[10:30, 10:30] = 1
+            >>> support = predictor.encode_support(np.random.rand(40, 40), mask)
+            >>> feats = predictor.encode_slices(np.random.rand(3, 40, 40))
+            >>> proba = predictor.probabilities(feats, support, (40, 40))
+            >>> proba.shape, bool(torch.allclose(proba.sum(1), torch.ones(3, 40, 40)))
+            (torch.Size([3, 2, 40, 40]), True)
+        """
         with self._eval_mode(), torch.inference_mode(), self._autocast():
             return self._probabilities(features, support, out_size)
 
@@ -421,14 +484,38 @@ class SupportQueryPredictor:
         return self.predict_with(support, query)
 
     def predict_proba_with(self, support: EncodedSupport, query: Any) -> Any:
-        """`predict_proba` with an already encoded support set."""
+        """`predict_proba` with an already encoded support set (`encode_support`): the support
+        is pooled once for any number of queries.
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> mask = np.zeros((40, 40), np.int64); mask[10:30, 10:30] = 2
+            >>> support = predictor.encode_support(np.random.rand(40, 40), mask)
+            >>> predictor.predict_proba_with(support, np.random.rand(3, 40, 40)).shape
+            (2, 3, 40, 40)
+        """
         q, as_numpy, out_device, squeeze = self._query(query)
         probs = torch.cat(list(self._stream(support, q)), dim=1)  # (N + 1, D, H, W) on CPU
         probs = probs[:, 0] if squeeze else probs
         return probs.numpy() if as_numpy else probs.to(out_device)
 
     def predict_with(self, support: EncodedSupport, query: Any) -> Any:
-        """`predict` with an already encoded support set."""
+        """`predict` with an already encoded support set (`encode_support`).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> mask = np.zeros((40, 40), np.int64); mask[10:30, 10:30] = 2
+            >>> support = predictor.encode_support(np.random.rand(40, 40), mask)
+            >>> labels = predictor.predict_with(support, np.random.rand(3, 40, 40))
+            >>> labels.shape, labels.dtype, set(np.unique(labels)) <= {0, 2}
+            ((3, 40, 40), dtype('int64'), True)
+        """
         q, as_numpy, out_device, squeeze = self._query(query)
         lut = torch.tensor((0, *support.label_values), dtype=torch.long)
         labels = torch.cat([lut[p.argmax(0)] for p in self._stream(support, q)], dim=0)
@@ -588,6 +675,17 @@ class SupportQueryPredictor:
 
         Returns:
             ``(D, H', W')`` int64 numpy label map (``support.classes`` values, 0 elsewhere).
+
+        Example:
+            >>> import numpy as np
+            >>> from fewshotseg import ALPNet
+            >>> predictor = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8),
+            ...                                   image_size=32)
+            >>> volume = np.random.default_rng(0).random((8, 40, 40)).astype(np.float32)
+            >>> labels = np.zeros((8, 40, 40), np.int64); labels[2:6, 10:30, 10:30] = 1
+            >>> support = predictor.encode_support_volume(volume, labels)
+            >>> predictor.segment_volume_with(support, volume[2:]).shape
+            (6, 40, 40)
         """
         from fewshotseg.volume import segment_with
 

@@ -69,6 +69,10 @@ class Preprocessing:
         image_size: the side slices are resized to for the network (the training size).
         modality: the intensity recipe of `fewshotseg.preprocess.apply_recipe` (``"mri"``,
             ``"ct"`` or ``"none"``) applied to whole volumes before slicing.
+
+    Example:
+        >>> Preprocessing(image_size=256, modality="mri")
+        Preprocessing(image_size=256, modality='mri')
     """
 
     image_size: int | None = None

@@ -80,7 +80,13 @@ class Prototypes:
         )
 
     def select(self, items: Tensor) -> Prototypes:
-        """Items ``items`` (a 1-D long tensor of batch indices) of a batch of support sets."""
+        """Items ``items`` (a 1-D long tensor of batch indices) of a batch of support sets.
+
+        Example:
+            >>> p = Prototypes(torch.randn(2, 5, 8), torch.ones(2, 3, 5, dtype=torch.bool))
+            >>> p.select(torch.tensor([1, 1, 0])).members.shape
+            torch.Size([3, 3, 5])
+        """
         average = self.background_average
         return Prototypes(
             self.features[items], self.members[items], None if average is None else average[items]
