@@ -162,12 +162,9 @@ def _pseudolabels_for(args: argparse.Namespace, volumes: list[Any]) -> list[Any]
     from fewshotseg.superpixels import SuperpixelPseudolabeler, pseudolabel_path
 
     if args.pseudolabels:
-        files = expand_paths(args.pseudolabels, what="pseudolabel")
-        if len(files) != len(volumes):
-            raise CLIError(
-                f"got {len(volumes)} scans but {len(files)} pseudolabel files; pass one per scan, "
-                "in the same order"
-            )
+        files = _one_per_scan(
+            expand_paths(args.pseudolabels, what="pseudolabel"), volumes, "pseudolabel files"
+        )
         return [
             _load_labels(f, args.axis, v, "pseudolabel")
             for f, v in zip(files, volumes, strict=True)
@@ -303,12 +300,9 @@ def _training_sampler(
     pseudo = _pseudolabels_for(args, volumes)
     exclude_from = None
     if args.exclude_classes:
-        files = expand_paths(args.exclude_labels, what="label")
-        if len(files) != len(volumes):
-            raise CLIError(
-                f"got {len(volumes)} scans but {len(files)} --exclude-labels files; "
-                "pass one per scan, in the same order"
-            )
+        files = _one_per_scan(
+            expand_paths(args.exclude_labels, what="label"), volumes, "--exclude-labels files"
+        )
         exclude_from = [
             _load_labels(f, args.axis, v, "label") for f, v in zip(files, volumes, strict=True)
         ]
@@ -568,3 +562,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(format_report(result, device=str(predictor.device)))
     return 0
 
+
+def _one_per_scan(files: list, volumes: list, what: str) -> list:
+    """``files``, if there is one per scan; else a one-line error."""
+    if len(files) != len(volumes):
+        raise CLIError(
+            f"got {len(volumes)} scans but {len(files)} {what}; pass one per scan, in the same "
+            "order"
+        )
+    return files
