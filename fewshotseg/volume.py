@@ -273,7 +273,7 @@ class VolumeSupport:
     Made by `prepare_support` (or `SupportQueryPredictor.encode_support_volume`). A support
     slice goes through the backbone the first time a query needs it and is kept (alignment
     needs every slice, relative localisation only the few it picks), so later queries skip the
-    support's encoding: on CHAOS that is about 40 % of a single call (docs/benchmarks.md).
+    support's encoding: on CHAOS on a 2-core CPU about 40 % of a single call (docs/results.md).
 
     Attributes:
         predictor: the `SupportQueryPredictor` whose backbone encodes the slices.
