@@ -121,6 +121,7 @@ def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.
         image_size=args.image_size,
         min_foreground=args.min_foreground,
         seed=args.seed,
+        augment=fss.AugmentConfig(bias_field=args.bias_field),
         **kwargs,
     )
 
@@ -328,6 +329,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--workers", type=int, default=0, help="DataLoader workers making episodes")
     p.add_argument("--pseudo-mode", default="2d", help="pseudolabel set name: 2d, 3d or a --name")
     p.add_argument("--min-foreground", type=int, default=100)
+    p.add_argument("--bias-field", type=float, default=0.0,
+                   help="largest log-gain of the smooth intensity field (AugmentConfig.bias_field)")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--amp", choices=["off", "on", "auto"], default="off",
                    help="mixed precision (bf16 on a CPU that runs it natively)")

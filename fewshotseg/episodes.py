@@ -55,8 +55,8 @@ from fewshotseg.episode_records import Episode, EpisodeBatch, collate_episodes
 from fewshotseg.transforms import (
     AugmentConfig,
     TransformParams,
-    apply_gamma,
     apply_geometry,
+    apply_intensity,
     sample_params,
 )
 
@@ -512,7 +512,7 @@ class EpisodeSampler(IterableDataset):
                 keep = TransformParams.identity(int(bad.sum()), device=self.device)
                 params = params.replace_items(bad, keep)
                 warped_img[bad], warped_sel[bad] = images[bad], selected[bad]
-        return apply_gamma(warped_img, params.gamma), warped_sel
+        return apply_intensity(warped_img, params), warped_sel
 
     def episode(self, index: int) -> Episode:
         """Episode number ``index`` (a pure function of ``(seed, rank, index)``).

@@ -6,6 +6,8 @@ each copy of a slice and its mask with
 * a random affine map (rotation, shift, shear, isotropic scale) about the image centre,
 * a small elastic warp: uniform noise in [-1, 1] per pixel, smoothed with a Gaussian of
   ``elastic_sigma`` px (zero padding, truncated at 4 sigma) and multiplied by ``elastic_alpha`` px,
+* optionally (``bias_field > 0``; off in the reference) a smooth multiplicative intensity field,
+  as a receive coil's sensitivity makes one on MRI, applied above each image's minimum,
 * a gamma intensity transform of the image min-max rescaled to [0, 1], then mapped back.
 
 The affine map and the elastic warp are fused into a single resampling: one sampling grid
@@ -16,8 +18,9 @@ own values (plus 0 where the grid leaves the image).
 
 Random transforms are split in two steps, as in kornia and TorchIO: :func:`sample_params`
 draws a :class:`TransformParams` (plain tensors, one row per batch item) from a
-``torch.Generator``; :func:`apply_geometry` / :func:`apply_gamma` / :func:`apply_params` apply
-them. The same parameters go to the image and its labels, and a run can be replayed exactly.
+``torch.Generator``; :func:`apply_geometry` / :func:`apply_intensity` (:func:`apply_bias_field`
+then :func:`apply_gamma`) / :func:`apply_params` apply them. The same parameters go to the
+image and its labels, and a run can be replayed exactly.
 
 Conventions: pixel ``(row, col) = (y, x)``; the affine map acts about the image centre
 ``((W - 1) / 2, (H - 1) / 2)``; a positive shift moves the content right / down; a scale above 1
@@ -55,19 +58,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fewshotseg._smoothing import gaussian_smooth
+
+_BIAS_GRID = 4  # control points per side of the bias field: a slow variation across the image
+
 __all__ = [
     "AugmentConfig",
     "TransformParams",
+    "apply_bias_field",
     "apply_gamma",
     "apply_geometry",
+    "apply_intensity",
     "apply_params",
     "gaussian_smooth",
     "sample_params",
     "sampling_grid",
 ]
 
-_TRUNCATE = 4.0  # Gaussian kernel radius in sigmas (scipy.ndimage's default)
-_BLOCK = 64  # outputs per block of the banded smoothing product
 
 
 def _as_range(name: str, value: tuple[float, float] | list[float]) -> tuple[float, float]:
@@ -86,7 +93,8 @@ class AugmentConfig:
     """Parameters of the random paired transform; the defaults are the reference's.
 
     Every part can be switched off: ``rotation=0``, ``shift=0``, ``shear=0``,
-    ``scale=(1, 1)``, ``elastic_alpha=0``, ``gamma=(1, 1)``. :meth:`none` switches off all.
+    ``scale=(1, 1)``, ``elastic_alpha=0``, ``gamma=(1, 1)``, ``bias_field=0`` (the default: the
+    reference has no bias field). :meth:`none` switches off all.
     Lengths are in pixels of the image the transform is applied to (the episode size).
 
     Attributes:
@@ -101,6 +109,11 @@ class AugmentConfig:
             pixels, of the Gaussian that smooths the per-pixel uniform noise.
         gamma: ``(low, high)`` of the gamma exponent, uniform; applied to the image min-max
             rescaled to [0, 1] and mapped back. Values must be positive.
+        bias_field: largest log-gain of a smooth multiplicative field (0 switches it off). The
+            log-gain at each point of a ``4 x 4`` grid spread over the image is uniform in
+            ``[-bias_field, bias_field]`` and interpolated bicubically in between, so the
+            gain varies slowly across the image (0.3: gains of about 0.74 to 1.35, the
+            brightness changes across a body that MRI receive coils make).
 
     Example:
         >>> AugmentConfig().scale
@@ -116,9 +129,10 @@ class AugmentConfig:
     elastic_alpha: float = 10.0
     elastic_sigma: float = 5.0
     gamma: tuple[float, float] = (0.5, 1.5)
+    bias_field: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("rotation", "shift", "shear", "elastic_alpha"):
+        for name in ("rotation", "shift", "shear", "elastic_alpha", "bias_field"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"AugmentConfig.{name} must be a number, got {value!r}")
@@ -161,7 +175,7 @@ class AugmentConfig:
         """
         return (self.rotation == 0 and self.shift == 0 and self.shear == 0
                 and self.scale == (1.0, 1.0) and self.elastic_alpha == 0
-                and self.gamma == (1.0, 1.0))
+                and self.gamma == (1.0, 1.0) and self.bias_field == 0)
 
 
 @dataclass
@@ -178,6 +192,8 @@ class TransformParams:
         displacement: ``(B, 2, H, W)`` float elastic displacement ``(dx, dy)`` in pixels, or
             ``None`` for no elastic warp. The output pixel ``p`` reads the affinely
             transformed image at ``p + displacement[:, :, p]``.
+        bias_field: ``(B, 4, 4)`` float log-gains at the control points of the multiplicative
+            intensity field (:func:`apply_bias_field`), or ``None`` for none.
 
     Example:
         >>> p = TransformParams.identity(3)
@@ -191,6 +207,7 @@ class TransformParams:
     shift: Tensor
     gamma: Tensor
     displacement: Tensor | None = None
+    bias_field: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -276,7 +293,7 @@ class TransformParams:
             if mine is None and theirs is None:
                 out[f.name] = None
                 continue
-            if mine is None or theirs is None:  # one side has no elastic field: use zeros
+            if mine is None or theirs is None:  # one side has no field: zeros are the identity
                 ref = mine if mine is not None else theirs
                 shape = (self.batch_size if mine is None else other.batch_size, *ref.shape[1:])
                 zeros = torch.zeros(shape, dtype=ref.dtype, device=ref.device)
@@ -333,80 +350,6 @@ class TransformParams:
         return theta
 
 
-@functools.lru_cache(maxsize=32)
-def _band_matrix(sigma: float, block: int, dtype: torch.dtype, device: str) -> Tensor:
-    """``(block + 2r, block)`` matrix: column j holds the Gaussian kernel at rows j..j+2r."""
-    radius = int(_TRUNCATE * sigma + 0.5)
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    band = torch.zeros(block + 2 * radius, block, dtype=torch.float64)
-    rows = torch.arange(2 * radius + 1)[:, None] + torch.arange(block)[None, :]
-    band[rows, torch.arange(block).expand_as(rows)] = k[:, None].expand_as(rows)
-    return band.to(device=device, dtype=dtype)
-
-
-def _smooth_last_axis(x: Tensor, sigma: float) -> Tensor:
-    """Zero-padded Gaussian smoothing along the last axis as one banded matrix product.
-
-    The axis is cut into blocks of ``_BLOCK`` outputs; each block reads ``_BLOCK + 2r`` padded
-    inputs (an overlapping strided view) and all blocks share one band matrix, so the whole
-    pass is a single GEMM (several times faster than ``conv2d`` with a 1-channel 1-D kernel
-    on CPU, and exact: the same sums as a direct convolution).
-    """
-    band = _band_matrix(float(sigma), _BLOCK, x.dtype, str(x.device))
-    radius = (band.shape[0] - _BLOCK) // 2
-    n = x.shape[-1]
-    n_blocks = -(-n // _BLOCK)
-    padded = F.pad(x.reshape(-1, n), (radius, radius + n_blocks * _BLOCK - n))
-    rows = padded.shape[0]
-    windows = padded.as_strided((rows, n_blocks, _BLOCK + 2 * radius),
-                                (padded.stride(0), _BLOCK, 1))
-    out = windows.reshape(rows * n_blocks, -1) @ band
-    return out.reshape(rows, n_blocks * _BLOCK)[:, :n].reshape(x.shape)
-
-
-def _smooth_second_last_axis(x: Tensor, sigma: float) -> Tensor:
-    """As :func:`_smooth_last_axis` along the rows axis of ``(R, H, W)`` (no transposes)."""
-    band = _band_matrix(float(sigma), _BLOCK, x.dtype, str(x.device))
-    radius = (band.shape[0] - _BLOCK) // 2
-    r, h, w = x.shape
-    n_blocks = -(-h // _BLOCK)
-    padded = F.pad(x, (0, 0, radius, radius + n_blocks * _BLOCK - h))
-    windows = padded.as_strided((r, n_blocks, _BLOCK + 2 * radius, w),
-                                (padded.stride(0), _BLOCK * w, w, 1))
-    out = torch.matmul(band.T, windows)  # (R, blocks, _BLOCK, W)
-    return out.reshape(r, n_blocks * _BLOCK, w)[:, :h]
-
-
-def gaussian_smooth(field: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian smoothing of ``(B, C, H, W)`` maps with zero padding.
-
-    Equal (to float precision) to ``scipy.ndimage.gaussian_filter(x, sigma, mode="constant")``
-    on each ``(H, W)`` map (kernel truncated at 4 sigma, as scipy does).
-
-    Args:
-        field: ``(B, C, H, W)`` float tensor.
-        sigma: standard deviation in pixels (> 0).
-
-    Returns:
-        ``(B, C, H, W)`` tensor, same dtype and device.
-
-    Example:
-        >>> x = torch.zeros(1, 1, 9, 9); x[0, 0, 4, 4] = 1.0
-        >>> round(float(gaussian_smooth(x, 1.0).sum()), 4)
-        1.0
-    """
-    if not isinstance(field, Tensor) or field.ndim != 4 or not field.dtype.is_floating_point:
-        raise ValueError("gaussian_smooth expects a floating (B, C, H, W) tensor, got "
-                         f"{getattr(field, 'shape', type(field).__name__)}")
-    if not sigma > 0:
-        raise ValueError(f"sigma must be positive, got {sigma!r}")
-    b, c, h, w = field.shape
-    along_w = _smooth_last_axis(field, sigma).reshape(b * c, h, w)
-    return _smooth_second_last_axis(along_w, sigma).reshape(b, c, h, w)
-
-
 def _uniform(n: int | tuple[int, ...], lo: float, hi: float, generator: torch.Generator | None,
              gen_device: torch.device, dtype: torch.dtype) -> Tensor:
     shape = (n,) if isinstance(n, int) else n
@@ -421,10 +364,11 @@ def sample_params(config: AugmentConfig, batch_size: int, size: tuple[int, int],
     """Draw the parameters of ``batch_size`` independent random transforms.
 
     Random numbers are drawn on the generator's device (CPU for a default
-    ``torch.Generator()``), in a fixed order (rotation, shear, scale, shift, gamma, then the
-    elastic noise), and moved to ``device``; the elastic noise is smoothed there. So a CPU
-    generator with a given seed gives the same parameters whatever ``device`` is, and
-    switching the elastic warp off leaves the other parameters unchanged.
+    ``torch.Generator()``), in a fixed order (rotation, shear, scale, shift, gamma, the
+    elastic noise, then the bias field's log-gains), and moved to ``device``; the elastic
+    noise is smoothed there. So a CPU generator with a given seed gives the same parameters
+    whatever ``device`` is, switching the elastic warp off leaves the other parameters
+    unchanged, and switching the bias field on leaves all the others unchanged.
 
     Args:
         config: ranges of the transform.
@@ -437,7 +381,7 @@ def sample_params(config: AugmentConfig, batch_size: int, size: tuple[int, int],
 
     Returns:
         A :class:`TransformParams` with B rows (``displacement`` is ``None`` when
-        ``config.elastic_alpha == 0``).
+        ``config.elastic_alpha == 0``, ``bias_field`` when ``config.bias_field == 0``).
 
     Example:
         >>> g = torch.Generator().manual_seed(1)
@@ -464,8 +408,12 @@ def sample_params(config: AugmentConfig, batch_size: int, size: tuple[int, int],
     if config.elastic_alpha > 0:
         noise = _uniform((b, 2, h, w), -1.0, 1.0, generator, gen_device, dtype).to(out_device)
         displacement = gaussian_smooth(noise, config.elastic_sigma) * config.elastic_alpha
+    bias = None
+    if config.bias_field > 0:
+        bias = _uniform((b, _BIAS_GRID, _BIAS_GRID), -config.bias_field, config.bias_field,
+                        generator, gen_device, dtype)
     params = TransformParams(rotation=rotation, shear=shear, scale=scale, shift=shift,
-                             gamma=gamma, displacement=displacement)
+                             gamma=gamma, displacement=displacement, bias_field=bias)
     return params.to(out_device)
 
 
@@ -628,10 +576,68 @@ def apply_gamma(images: Tensor, gamma: Tensor, *, eps: float = 1e-8) -> Tensor:
     return out.reshape(images.shape)
 
 
+def apply_bias_field(images: Tensor, log_gain: Tensor | None) -> Tensor:
+    """Multiply each item's intensities above its minimum by a smooth field ``exp(log_gain)``.
+
+    The ``(B, k, k)`` control-point log-gains are interpolated bicubically (corners on the
+    image corners) to ``(H, W)``. Working above the minimum keeps the background of a
+    z-scored image (its minimum) where it is, as a coil's gain scales signal, not offset.
+    Items whose log-gains are all 0 are returned unchanged.
+
+    Args:
+        images: ``(B, C, H, W)`` float tensor.
+        log_gain: ``(B, k, k)`` float (k >= 2), or ``None`` (no field: ``images`` returned).
+
+    Returns:
+        Tensor of the same shape, dtype and device.
+
+    Example:
+        >>> x = torch.tensor([[[[-1.0, 1.0], [1.0, 1.0]]]])
+        >>> y = apply_bias_field(x, torch.full((1, 4, 4), math.log(2.0)))  # gain 2 everywhere
+        >>> [round(v, 4) for v in y.flatten().tolist()]
+        [-1.0, 3.0, 3.0, 3.0]
+    """
+    if log_gain is None:
+        return images
+    if not isinstance(images, Tensor) or images.ndim != 4 or not images.dtype.is_floating_point:
+        raise ValueError("images must be a floating (B, C, H, W) tensor, got "
+                         f"{getattr(images, 'shape', type(images).__name__)}")
+    b, _, h, w = images.shape
+    if log_gain.ndim != 3 or log_gain.shape[0] != b or min(log_gain.shape[1:]) < 2:
+        raise ValueError(f"log_gain must have shape ({b}, k, k) with k >= 2, got "
+                         f"{tuple(log_gain.shape)}")
+    change = (log_gain != 0).flatten(1).any(dim=1)
+    if not bool(change.any()):
+        return images
+    field = F.interpolate(log_gain[:, None].to(images.device, torch.float32), size=(h, w),
+                          mode="bicubic", align_corners=True).exp().to(images.dtype)
+    lo = images.flatten(1).amin(dim=1)[:, None, None, None]
+    out = (images - lo) * field + lo
+    return torch.where(change[:, None, None, None], out, images)
+
+
+def apply_intensity(images: Tensor, params: TransformParams) -> Tensor:
+    """The intensity part of the transform: the bias field, then gamma, per item.
+
+    Args:
+        images: ``(B, C, H, W)`` float tensor.
+        params: B items of :class:`TransformParams` (``gamma`` and ``bias_field`` are used).
+
+    Returns:
+        Tensor of the same shape, dtype and device.
+
+    Example:
+        >>> p = TransformParams.identity(1); p.gamma[0] = 2.0
+        >>> apply_intensity(torch.tensor([[[[0.0, 1.0, 2.0]]]]), p).tolist()
+        [[[[0.0, 0.5, 2.0]]]]
+    """
+    return apply_gamma(apply_bias_field(images, params.bias_field), params.gamma)
+
+
 def apply_params(images: Tensor, labels: Tensor | None, params: TransformParams, *,
                  image_padding: Literal["border", "zeros", "reflection"] = "border",
                  ) -> tuple[Tensor, Tensor | None]:
-    """Geometry (:func:`apply_geometry`) then gamma (:func:`apply_gamma`) on the images.
+    """Geometry (:func:`apply_geometry`) then intensity (:func:`apply_intensity`) on the images.
 
     Args:
         images: ``(B, C, H, W)`` float tensor.
@@ -650,5 +656,5 @@ def apply_params(images: Tensor, labels: Tensor | None, params: TransformParams,
     """
     out_images, out_labels = apply_geometry(images, labels, params, image_padding=image_padding)
     assert out_images is not None
-    return apply_gamma(out_images, params.gamma), out_labels
+    return apply_intensity(out_images, params), out_labels
 

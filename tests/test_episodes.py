@@ -365,3 +365,15 @@ def test_episode_records_are_still_importable_from_episodes():
     for name in episode_records.__all__:
         assert getattr(episodes, name) is getattr(episode_records, name)
         assert name in episodes.__all__
+
+
+# ---------------------------------------------------------------- bias field
+def test_bias_field_changes_intensities_only():
+    """The same seed with and without the bias field: same classes and masks, other images."""
+    plain = _superpixel_sampler(seed=4)
+    biased = _superpixel_sampler(seed=4, augment=AugmentConfig(bias_field=0.3))
+    for i in range(5):
+        a, b = plain.episode(i), biased.episode(i)
+        assert torch.equal(a.query_label, b.query_label)
+        assert torch.equal(a.support_masks, b.support_masks)
+        assert not torch.allclose(a.query_image, b.query_image)

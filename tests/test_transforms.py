@@ -14,8 +14,10 @@ from scipy.ndimage import gaussian_filter
 from fewshotseg.transforms import (
     AugmentConfig,
     TransformParams,
+    apply_bias_field,
     apply_gamma,
     apply_geometry,
+    apply_intensity,
     apply_params,
     gaussian_smooth,
     sample_params,
@@ -45,12 +47,16 @@ def test_config_defaults_are_the_reference():
     assert (c.rotation, c.shift, c.shear) == (5.0, 5.0, 5.0)
     assert c.scale == (0.9, 1.2) and c.gamma == (0.5, 1.5)
     assert (c.elastic_alpha, c.elastic_sigma) == (10.0, 5.0)
+    assert c.bias_field == 0.0  # the reference has no bias field
+    assert not AugmentConfig.none().__class__(**{**AugmentConfig.none().__dict__,
+                                                 "bias_field": 0.1}).is_identity
     assert not c.is_identity and AugmentConfig.none().is_identity
 
 
 @pytest.mark.parametrize("kwargs", [
     {"rotation": -1.0}, {"shift": float("nan")}, {"shear": 90.0}, {"scale": (1.2, 0.9)},
     {"scale": (0.0, 1.0)}, {"gamma": (0.0, 1.0)}, {"elastic_sigma": 0.0},
+    {"bias_field": -0.1}, {"bias_field": float("inf")},
 ])
 def test_config_rejects_bad_values(kwargs):
     with pytest.raises(ValueError, match="AugmentConfig"):
@@ -279,7 +285,7 @@ def test_cuda_matches_cpu():
     g = torch.Generator().manual_seed(0)
     images = torch.rand(2, 1, 32, 32)
     labels = torch.randint(0, 4, (2, 1, 32, 32))
-    params = sample_params(AugmentConfig(), 2, (32, 32), generator=g)
+    params = sample_params(AugmentConfig(bias_field=0.3), 2, (32, 32), generator=g)
     cpu_i, cpu_l = apply_params(images, labels, params)
     gpu_i, gpu_l = apply_params(images.cuda(), labels.cuda(), params.to("cuda"))
     torch.testing.assert_close(gpu_i.cpu(), cpu_i, atol=1e-4, rtol=1e-4)
@@ -287,3 +293,76 @@ def test_cuda_matches_cpu():
     p_gpu = sample_params(AugmentConfig(), 2, (32, 32), generator=torch.Generator().manual_seed(0),
                           device="cuda")
     torch.testing.assert_close(p_gpu.rotation.cpu(), params.rotation)
+
+
+# ---------------------------------------------------------------- bias field
+def test_bias_field_is_drawn_last_and_in_range():
+    """Switching the bias field on changes no other parameter of the same seed."""
+    plain = sample_params(AugmentConfig(), 200, (8, 8), generator=torch.Generator().manual_seed(3))
+    biased = sample_params(AugmentConfig(bias_field=0.3), 200, (8, 8),
+                           generator=torch.Generator().manual_seed(3))
+    assert plain.bias_field is None and biased.bias_field is not None
+    assert biased.bias_field.shape == (200, 4, 4)
+    for name in ("rotation", "shear", "scale", "shift", "gamma", "displacement"):
+        assert torch.equal(getattr(plain, name), getattr(biased, name))
+    assert biased.bias_field.abs().max() <= 0.3 and biased.bias_field.abs().max() > 0.29
+
+
+def test_constant_log_gain_scales_above_the_minimum():
+    x = torch.randn(2, 1, 7, 9)
+    log_gain = torch.stack([torch.full((4, 4), math.log(1.5)), torch.zeros(4, 4)])
+    out = apply_bias_field(x, log_gain)
+    lo = x[0].min()
+    torch.testing.assert_close(out[0], (x[0] - lo) * 1.5 + lo)
+    assert torch.equal(out[1], x[1])  # an all-zero field is the exact identity
+    assert apply_bias_field(x, None) is x
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), a=st.floats(0.1, 10.0), b=st.floats(-5.0, 5.0))
+def test_bias_field_commutes_with_affine_intensity_maps(seed, a, b):
+    """A gain on the signal above the background: a*x + b in, a*out + b out (any units)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 1, 12, 10, generator=g, dtype=torch.float64)
+    log_gain = (torch.rand(2, 4, 4, generator=g, dtype=torch.float64) - 0.5) * 0.8
+    torch.testing.assert_close(apply_bias_field(a * x + b, log_gain),
+                               a * apply_bias_field(x, log_gain) + b)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), size=SIZES)
+def test_bias_field_is_smooth_positive_and_keeps_the_background(seed, size):
+    g = torch.Generator().manual_seed(seed)
+    log_gain = (torch.rand(1, 4, 4, generator=g, dtype=torch.float64) * 2 - 1) * 0.3
+    h, w = size
+    x = torch.ones(1, 1, h + 1, w, dtype=torch.float64)
+    x[0, 0, h] = 0.0  # a background row (the minimum) that must stay put
+    out = apply_bias_field(x, log_gain)[0, 0]
+    assert bool((out[h] == 0).all())
+    log_field = out[:h].log()  # the signal was 1, so this is the log-gain itself
+    # cubic convolution (Keys, a = -0.75) changes by at most 3 x the largest control value
+    # per control interval, and the 4 control points span the image: a slow field
+    for dim, n in ((0, h + 1), (1, w)):
+        if log_field.shape[dim] > 1:
+            step = float(log_field.diff(dim=dim).abs().max())
+            assert step <= 3 * 0.3 * 3 / (n - 1) + 1e-9
+    assert float(log_field.abs().max()) <= 0.3 * 1.375 + 1e-9  # Keys: sum |K| <= 1.375
+
+
+def test_bias_field_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="log_gain"):
+        apply_bias_field(torch.rand(2, 1, 8, 8), torch.zeros(1, 4, 4))
+    with pytest.raises(ValueError, match="images"):
+        apply_bias_field(torch.rand(8, 8), torch.zeros(1, 4, 4))
+
+
+def test_apply_intensity_is_bias_then_gamma_and_replace_items_mixes_fields():
+    x = torch.rand(3, 1, 8, 8)
+    p = sample_params(AugmentConfig(bias_field=0.3), 3, (8, 8),
+                      generator=torch.Generator().manual_seed(0))
+    expected = apply_gamma(apply_bias_field(x, p.bias_field), p.gamma)
+    torch.testing.assert_close(apply_intensity(x, p), expected)
+    # redrawing an item from a config without the field gives it the identity field (zeros)
+    mixed = p.replace_items(torch.tensor([False, True, False]), TransformParams.identity(1))
+    assert mixed.bias_field is not None and bool((mixed.bias_field[1] == 0).all())
+    assert torch.equal(mixed.bias_field[0], p.bias_field[0])
