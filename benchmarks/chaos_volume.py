@@ -74,6 +74,35 @@ class CachedPredictor(fss.SupportQueryPredictor):
         return self.cache[key]
 
 
+class FlipAveragedPredictor(CachedPredictor):
+    """Test-time augmentation in feature space: each slice's features averaged with the
+    mirrored features of its left-right mirror image (support and query alike)."""
+
+    def _encode_batch(self, slices):  # type: ignore[override]
+        direct = super()._encode_batch(slices)
+        mirrored = super()._encode_batch(slices.flip(-1)).flip(-1)
+        return (direct + mirrored) / 2
+
+
+class ScaleAveragedPredictor(CachedPredictor):
+    """Test-time augmentation in feature space: each slice also encoded at 7/8 and 9/8 of the
+    network's input size (inside the training scale range 0.9-1.2; multiples of the output
+    stride) and the features resized back and averaged."""
+
+    def _encode_batch(self, slices):  # type: ignore[override]
+        size = self.image_size
+        x = slices.to(self.device)[:, None]
+        total = None
+        for side in (size * 7 // 8, size, size * 9 // 8):
+            feats = self.model.encode(self._resize(x, (side, side)))
+            if side != size:
+                grid = (size // 8, size // 8)
+                feats = torch.nn.functional.interpolate(feats.float(), size=grid,
+                                                        mode="bilinear", align_corners=False)
+            total = feats.float() if total is None else total + feats.float()
+        return total / 3
+
+
 def dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:
     p, t = pred == cls, truth == cls
     denom = p.sum() + t.sum()
@@ -90,6 +119,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tta", choices=["none", "flip", "scale"], default="none",
+                        help="flip: average each slice's features with its mirror image's; "
+                        "scale: with its features at 7/8 and 9/8 of the input size")
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
     parser.add_argument("--device", default="cpu", help="timing: cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4, help="timing: slices per call")
@@ -109,10 +141,9 @@ def main() -> None:
     ids = ids[args.skip :]
     if args.queries:
         ids = ids[: args.queries]
-    if args.checkpoint:
-        predictor = CachedPredictor.from_checkpoint(args.checkpoint)
-    else:
-        predictor = CachedPredictor.from_checkpoint(fss.weights.pretrained_path("chaos-ssl"))
+    kind = {"none": CachedPredictor, "flip": FlipAveragedPredictor,
+            "scale": ScaleAveragedPredictor}[args.tta]
+    predictor = kind.from_checkpoint(args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
     names = list(VARIANTS)
     chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
     s_img, s_lab = support.image.array, support.label.astype(np.int64)
@@ -132,7 +163,7 @@ def main() -> None:
         print(f"| {name} | {cells} | **{mean:.2f}** | {time.perf_counter() - start:.0f} s |",
               flush=True)
     if args.out:
-        args.out.write_text(json.dumps({"fold": args.fold, "split": args.split,
+        args.out.write_text(json.dumps({"fold": args.fold, "split": args.split, "tta": args.tta,
                                         "support": str(fold.support), "queries": ids,
                                         "results": results}, indent=1))
 
