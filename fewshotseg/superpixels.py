@@ -12,9 +12,10 @@ What the labeler does, in order (see ``docs/pseudolabels.md`` for the reasoning)
    mode, so a ``uint16`` and a ``float32`` copy of a scan give the same labels, and CT in HU or
    MRI in arbitrary units need no preprocessing. An image with a single value has no body: the
    result is all zeros and a :class:`UserWarning` is issued.
-2. **Body mask.** Threshold (automatic: half the Otsu threshold of the normalised image; or
-   ``body_threshold`` in the input's own units), keep the largest connected component, close
-   small gaps, fill holes per slice. See :meth:`SuperpixelPseudolabeler.body_mask`.
+2. **Body mask.** Threshold (automatic: a few noise sigmas above the background, see
+   :mod:`fewshotseg.body_mask`; or ``body_threshold`` in the input's own units), keep the
+   largest connected component, close small gaps, fill holes per slice. See
+   :meth:`SuperpixelPseudolabeler.body_mask`.
 3. **Over-segment.** 2D: :func:`skimage.segmentation.felzenszwalb` on every normalised slice.
    3D: :func:`skimage.segmentation.slic` on the normalised volume inside the body mask, with the
    voxel spacing, so distances are in mm.
@@ -35,13 +36,13 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
-from scipy import ndimage as ndi
 
 from fewshotseg._checks import check_finite, check_real, to_numpy
-from fewshotseg._regions import finalise, full_structure, largest_component
+from fewshotseg._regions import finalise
+from fewshotseg.body_mask import BodyCoverage, body_mask, estimate_background, non_air_mask
 from fewshotseg.io import PSEUDOLABEL_TAG
 
 if TYPE_CHECKING:
@@ -68,7 +69,11 @@ PERCENTILES = (0.5, 99.5)
 #: Tag inserted into the scan's file name by :func:`pseudolabel_path`.
 DEFAULT_TAG = PSEUDOLABEL_TAG
 
-_CLOSING_ITERATIONS = 2  # 3 x 3 closing applied twice: bridges gaps up to ~4 pixels
+# a labeled piece: labels, constant units, non-air voxels, of them inside the body
+_Piece = tuple[np.ndarray, int, int, int]
+_CHUNK = 4  # slices per piece of work in 2d mode
+# a piece of work: volume index, first slice, image piece, spacing, units for the progress bar
+_Task = tuple[int, int, np.ndarray, "tuple[float, ...] | None", int]
 
 
 class SuperpixelPseudolabeler:
@@ -92,7 +97,9 @@ class SuperpixelPseudolabeler:
             cube-like supervoxels, less intensity-driven). Default 0.1.
         body_threshold: intensity above which a voxel may belong to the body, in the input's own
             units (e.g. ``50`` for raw CHAOS MRI, ``-500`` for CT in HU). ``None`` (default):
-            half the Otsu threshold of the normalised image, which works for MRI and CT.
+            automatic, from the background's level and noise
+            (:func:`fewshotseg.body_mask.estimate_background`), for MRI of any sequence, CT in
+            HU and windowed CT.
         min_area: connected pieces smaller than this (pixels in 2D, voxels in 3D), as left by
             the body mask, are merged into the neighbouring superpixel they share the longest
             border with (never dropped, so 0 stays exactly "outside the body"). ``None``
@@ -204,7 +211,7 @@ class SuperpixelPseudolabeler:
         spacing_ = _check_spacing(spacing, image.ndim)
         if self.mode == "3d" and image.ndim == 3 and spacing_ is None:
             _warn_isotropic()
-        labels, n_constant = self._label(image, spacing_)
+        labels, n_constant, _, _ = self._label(image, spacing_)
         if n_constant:
             _warn_constant(image.shape, n_constant, self._n_units(image))
         return labels
@@ -212,10 +219,12 @@ class SuperpixelPseudolabeler:
     def body_mask(self, volume: Any) -> np.ndarray:
         """The body mask the labeler uses: exactly where its labels are non-zero.
 
-        Threshold (``body_threshold`` in the input's units, or half the Otsu threshold of the
-        normalised image), largest connected component (per slice in 2D mode, over the volume in
-        3D mode, 8-/26-connected), a small closing (3 x 3, twice, per slice), hole filling per
-        slice. A constant image has no body (all False).
+        Threshold (``body_threshold`` in the input's units, or automatic: a few noise sigmas
+        above the background, :func:`fewshotseg.body_mask.estimate_background`), largest
+        connected component (per slice in 2D mode, over the volume in 3D mode, 8-/26-connected),
+        a small closing (3 x 3, twice, per slice), hole filling per slice
+        (:func:`fewshotseg.body_mask.body_mask`). A constant image, or one of uncorrelated
+        noise, has no body (all False).
 
         Args:
             volume: ``(H, W)`` or ``(D, H, W)`` image, as for :meth:`__call__`.
@@ -234,6 +243,30 @@ class SuperpixelPseudolabeler:
             return np.stack([self._body_and_norm(s)[0] for s in image])
         return self._body_and_norm(image)[0]
 
+    @overload
+    def label_many(
+        self,
+        volumes: Sequence[Any],
+        *,
+        spacings: Sequence[Sequence[float] | None] | None = ...,
+        workers: int | None = ...,
+        progress: bool = ...,
+        names: Sequence[str] | None = ...,
+        return_reports: Literal[False] = ...,
+    ) -> list[np.ndarray]: ...
+
+    @overload
+    def label_many(
+        self,
+        volumes: Sequence[Any],
+        *,
+        spacings: Sequence[Sequence[float] | None] | None = ...,
+        workers: int | None = ...,
+        progress: bool = ...,
+        names: Sequence[str] | None = ...,
+        return_reports: Literal[True],
+    ) -> tuple[list[np.ndarray], list[BodyCoverage]]: ...
+
     def label_many(
         self,
         volumes: Sequence[Any],
@@ -242,12 +275,17 @@ class SuperpixelPseudolabeler:
         workers: int | None = None,
         progress: bool = True,
         names: Sequence[str] | None = None,
-    ) -> list[np.ndarray]:
-        """Label several slices/volumes in parallel processes.
+        return_reports: bool = False,
+    ) -> list[np.ndarray] | tuple[list[np.ndarray], list[BodyCoverage]]:
+        """Label several slices/volumes in parallel processes, and check their body masks.
 
         2D mode splits the work by slices (chunks of slices of every volume), 3D mode by
         volumes. The output does not depend on ``workers``: every piece is labeled exactly as
         :meth:`__call__` would label it.
+
+        Every volume gets a :class:`fewshotseg.body_mask.BodyCoverage` report; one whose body
+        mask keeps under 90 % of its non-air voxels or covers under 3 % of the field of view
+        gets a one-line ``UserWarning`` naming it.
 
         Args:
             volumes: sequence of ``(H, W)`` / ``(D, H, W)`` arrays or tensors (sizes may differ).
@@ -255,22 +293,29 @@ class SuperpixelPseudolabeler:
             workers: number of processes; ``None`` = the CPUs available to this process; ``1``
                 runs in this process.
             progress: show a tqdm bar (slices in 2D mode, volumes in 3D mode).
-            names: one name per volume (e.g. its file name) for warnings; default "volume i".
+            names: one name per volume (e.g. its file name) for warnings and reports; default
+                "volume i".
+            return_reports: also return the reports.
 
         Returns:
-            list of int32 label maps, one per volume, in input order.
+            list of int32 label maps, one per volume, in input order; with
+            ``return_reports=True``, ``(label maps, reports)``, one report per volume.
 
         Raises:
             ValueError: if ``spacings`` does not have one entry per volume, or ``workers < 1``.
 
         Example:
+            >>> yy, xx = np.mgrid[:40, :40]; disk = ((yy - 20) ** 2 + (xx - 20) ** 2 < 256) * 90.0
+            >>> disk = disk + (disk > 0) * (xx > 20) * 80  # two halves
             >>> rng = np.random.default_rng(0); labeler = SuperpixelPseudolabeler(min_size=50)
-            >>> scans = [rng.random((2, 32, 32)) * 100, rng.random((3, 40, 40)) * 100]
-            >>> out = labeler.label_many(scans, workers=1, progress=False)
+            >>> scans = [disk[4:36, 4:36] + rng.random((2, 32, 32)), disk + rng.random((3, 40, 40))]
+            >>> out, reports = labeler.label_many(scans, progress=False, return_reports=True)
             >>> [o.shape for o in out], {o.dtype.name for o in out}
             ([(2, 32, 32), (3, 40, 40)], {'int32'})
             >>> all(np.array_equal(o, labeler(s)) for o, s in zip(out, scans))  # as one by one
             True
+            >>> print(reports[1])
+            volume 1: body 49.6 % of the view, non-air kept 100.0 %, 2.0 superpixels per slice
         """
         images = [_as_image(v) for v in volumes]
         if spacings is None:
@@ -294,39 +339,20 @@ class SuperpixelPseudolabeler:
         if workers < 1:
             raise ValueError(f"workers must be >= 1, got {workers}")
 
-        # tasks: (volume index, first slice, image piece, spacing, n units for the bar)
-        tasks: list[tuple[int, int, np.ndarray, tuple[float, ...] | None, int]] = []
-        if self.mode == "2d":
-            chunk = 4
-            for i, im in enumerate(images):
-                if im.ndim == 2:
-                    tasks.append((i, 0, im, None, 1))
-                else:
-                    for z in range(0, im.shape[0], chunk):
-                        piece = im[z : z + chunk]
-                        tasks.append((i, z, piece, None, piece.shape[0]))
-        else:
-            tasks = [
-                (i, 0, im, sp, 1) for i, (im, sp) in enumerate(zip(images, checked, strict=True))
-            ]
-
+        tasks = self._tasks(images, checked)
         outputs = [np.zeros(im.shape, np.int32) for im in images]
+        counts = np.zeros((len(images), 3), np.int64)  # constant units, non-air, non-air kept
         bar = _progress_bar(
             sum(t[4] for t in tasks), progress, "slice" if self.mode == "2d" else "volume"
         )
 
-        constant = [0] * len(images)
-
-        def store(
-            task: tuple[int, int, np.ndarray, Any, int], answer: tuple[np.ndarray, int]
-        ) -> None:
+        def store(task: _Task, answer: _Piece) -> None:
             i, z, piece = task[0], task[1], task[2]
-            result, constant_units = answer
-            constant[i] += constant_units
+            counts[i] += answer[1:]
             if images[i].ndim == 3 and self.mode == "2d":
-                outputs[i][z : z + piece.shape[0]] = result
+                outputs[i][z : z + piece.shape[0]] = answer[0]
             else:
-                outputs[i] = result
+                outputs[i] = answer[0]
             if bar is not None:
                 bar.update(task[4])
 
@@ -342,13 +368,8 @@ class SuperpixelPseudolabeler:
         finally:
             if bar is not None:
                 bar.close()
-        for i, n_constant in enumerate(constant):
-            if n_constant:
-                _warn_constant(
-                    images[i].shape, n_constant, self._n_units(images[i]), index=i,
-                    name=None if names is None else str(names[i]),
-                )  # fmt: skip
-        return outputs
+        reports = self._report(images, outputs, counts, names)
+        return (outputs, reports) if return_reports else outputs
 
     # ----------------------------------------------------------------------------------------
     # internals
@@ -357,67 +378,95 @@ class SuperpixelPseudolabeler:
         """Slices labeled separately (2d mode) or 1 (3d mode, or a single slice)."""
         return image.shape[0] if self.mode == "2d" and image.ndim == 3 else 1
 
-    def _label(
-        self, image: np.ndarray, spacing: tuple[float, ...] | None
-    ) -> tuple[np.ndarray, int]:
-        """Labels of a validated image and how many of its units were constant (no warning)."""
+    def _tasks(self, images: list[np.ndarray], spacings: list[Any]) -> list[_Task]:
+        """The pieces of work: chunks of slices in 2d mode, volumes in 3d mode."""
+        if self.mode == "3d":
+            pairs = zip(images, spacings, strict=True)
+            return [(i, 0, im, sp, 1) for i, (im, sp) in enumerate(pairs)]
+        tasks: list[_Task] = []
+        for i, im in enumerate(images):
+            stack = im[None] if im.ndim == 2 else im
+            for z in range(0, len(stack), _CHUNK):
+                piece = im if im.ndim == 2 else im[z : z + _CHUNK]
+                tasks.append((i, z, piece, None, len(stack[z : z + _CHUNK])))
+        return tasks
+
+    def _report(
+        self,
+        images: list[np.ndarray],
+        outputs: list[np.ndarray],
+        counts: np.ndarray,
+        names: Sequence[str] | None,
+    ) -> list[BodyCoverage]:
+        """The reports of labeled volumes; one warning per volume that needs one."""
+        reports = []
+        for i, (image, labels) in enumerate(zip(images, outputs, strict=True)):
+            name = f"volume {i}" if names is None else str(names[i])
+            n_constant, n_non_air, n_kept = (int(c) for c in counts[i])
+            n_units = self._n_units(image)
+            if n_constant:
+                _warn_constant(
+                    image.shape, n_constant, n_units, index=i,
+                    name=None if names is None else name, stacklevel=4,
+                )  # fmt: skip
+            report = BodyCoverage.measure(labels, n_non_air, n_kept, name=name)
+            message = report.warning()
+            if message is not None and n_constant < n_units:  # not all constant: said above
+                warnings.warn(message, UserWarning, stacklevel=3)
+            reports.append(report)
+        return reports
+
+    def _label(self, image: np.ndarray, spacing: tuple[float, ...] | None) -> _Piece:
+        """Labels of a validated image, how many of its units were constant (no warning), its
+        non-air voxels and how many of them are in the body."""
         if self.mode == "2d":
             slices = image[None] if image.ndim == 2 else image
             results = [self._label_slice(s) for s in slices]
-            out = np.stack(
-                [np.zeros(slices.shape[1:], np.int32) if r is None else r for r in results]
-            )
-            return (out[0] if image.ndim == 2 else out), sum(r is None for r in results)
+            out = np.stack([r[0] for r in results])
+            n_constant, n_non_air, n_kept = (sum(r[k] for r in results) for k in (1, 2, 3))
+            return (out[0] if image.ndim == 2 else out), n_constant, n_non_air, n_kept
         if image.ndim == 2:  # a single slice is a volume of depth 1
             sp = None if spacing is None else (1.0, *spacing)
-            labels, n_constant = self._label_volume_3d(image[None], sp)
-            return labels[0], n_constant
+            labels, n_constant, n_non_air, n_kept = self._label_volume_3d(image[None], sp)
+            return labels[0], n_constant, n_non_air, n_kept
         return self._label_volume_3d(image, spacing)
 
-    def _body_and_norm(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(body mask, normalised image or None when constant) for one slice or volume."""
+    def _body_and_norm(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, int, int]:
+        """(body mask, normalised image or None when constant, non-air voxels, of them in the
+        body) of one slice or volume."""
         norm = _normalise(image)
-        if norm is None:
-            return np.zeros(image.shape, bool), None
-        if self.body_threshold is None:
-            from skimage.filters import threshold_otsu
+        background = estimate_background(image)  # None exactly when norm is: a constant image
+        if norm is None or background is None:
+            return np.zeros(image.shape, bool), None, 0, 0
+        threshold = background.threshold if self.body_threshold is None else self.body_threshold
+        mask = body_mask(image, threshold=threshold)
+        non_air = non_air_mask(image, background)
+        return mask, norm, int(non_air.sum()), int(np.count_nonzero(non_air & mask))
 
-            mask = norm > 0.5 * threshold_otsu(norm)
-        else:
-            mask = image > self.body_threshold
-        mask = largest_component(mask)
-        if mask.ndim == 2:
-            mask = _close_and_fill(mask)
-        else:
-            mask = np.stack([_close_and_fill(s) for s in mask])
-        return mask, norm
-
-    def _label_slice(self, image: np.ndarray) -> np.ndarray | None:
-        """Labels of one 2D slice, or None when the slice is constant."""
+    def _label_slice(self, image: np.ndarray) -> _Piece:
+        """Labels of one 2D slice (zeros when constant, counted as 1 constant unit)."""
         from skimage.segmentation import felzenszwalb
 
-        mask, norm = self._body_and_norm(image)
+        mask, norm, n_non_air, n_kept = self._body_and_norm(image)
         if norm is None:
-            return None
+            return np.zeros(image.shape, np.int32), 1, 0, 0
         if not mask.any():
-            return np.zeros(image.shape, np.int32)
+            return np.zeros(image.shape, np.int32), 0, n_non_air, n_kept
         seg = felzenszwalb(
             norm, scale=self.scale, sigma=self.sigma, min_size=self.min_size, channel_axis=None
         )
-        return finalise(seg, mask, self.min_area)
+        return finalise(seg, mask, self.min_area), 0, n_non_air, n_kept
 
-    def _label_volume_3d(
-        self, image: np.ndarray, spacing: tuple[float, ...] | None
-    ) -> tuple[np.ndarray, int]:
-        """SLIC supervoxels of a (D, H, W) volume, and 1 if it was constant else 0."""
+    def _label_volume_3d(self, image: np.ndarray, spacing: tuple[float, ...] | None) -> _Piece:
+        """SLIC supervoxels of a (D, H, W) volume (1 constant unit if it was constant)."""
         from skimage.segmentation import slic
 
-        mask, norm = self._body_and_norm(image)
+        mask, norm, n_non_air, n_kept = self._body_and_norm(image)
         if norm is None:
-            return np.zeros(image.shape, np.int32), 1
+            return np.zeros(image.shape, np.int32), 1, 0, 0
         n_body = int(mask.sum())
         if n_body == 0:
-            return np.zeros(image.shape, np.int32), 0
+            return np.zeros(image.shape, np.int32), 0, n_non_air, n_kept
         n_segments = max(1, round(n_body / (2 * self.min_size)))
         with warnings.catch_warnings():
             # scipy's k-means (used for SLIC's seeds in a mask) may warn about empty clusters
@@ -435,7 +484,7 @@ class SuperpixelPseudolabeler:
                 min_size_factor=0.5,
                 max_size_factor=3.0,
             )
-        return finalise(seg, mask, self.min_area), 0
+        return finalise(seg, mask, self.min_area), 0, n_non_air, n_kept
 
 
 # --------------------------------------------------------------------------------------------
@@ -561,7 +610,7 @@ def load_pseudolabels(scan: Volume, *, tag: str = DEFAULT_TAG) -> np.ndarray:
 
 def _run_task(
     labeler: SuperpixelPseudolabeler, image: np.ndarray, spacing: tuple[float, ...] | None
-) -> tuple[np.ndarray, int]:
+) -> _Piece:
     return labeler._label(image, spacing)
 
 
@@ -595,6 +644,7 @@ def _warn_constant(
     n_total: int,
     index: int | None = None,
     name: str | None = None,
+    stacklevel: int = 3,
 ) -> None:
     where = f"the image of shape {shape}" if index is None else f"volume {index} {shape}"
     if name is not None:
@@ -604,7 +654,7 @@ def _warn_constant(
     warnings.warn(
         f"{where}: a single intensity value, so no body and labels 0 there",
         UserWarning,
-        stacklevel=3,
+        stacklevel=stacklevel,
     )
 
 
@@ -647,15 +697,3 @@ def _normalise(image: np.ndarray) -> np.ndarray | None:
         if not hi > lo:
             return None
     return np.clip((image - lo) / (hi - lo), 0.0, 1.0)
-
-
-def _close_and_fill(mask: np.ndarray) -> np.ndarray:
-    """2D closing (padded, so the image border does not erode the mask) and hole filling."""
-    if not mask.any():
-        return mask
-    pad = _CLOSING_ITERATIONS
-    padded = np.pad(mask, pad)
-    closed = ndi.binary_closing(
-        padded, structure=full_structure(2), iterations=_CLOSING_ITERATIONS
-    )[pad:-pad, pad:-pad]
-    return ndi.binary_fill_holes(closed | mask)

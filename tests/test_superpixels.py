@@ -191,7 +191,7 @@ def test_3d_uses_spacing():
 @pytest.mark.parametrize("mode", ["2d", "3d"])
 def test_label_many_matches_calls_for_any_worker_count(mode):
     volumes = [synthetic((5, 24, 24), 1, "body"), synthetic((3, 20, 28), 2, "body")]
-    volumes.append(synthetic((16, 16), 3, "body").astype(np.uint16))  # a lone slice
+    volumes.append((synthetic((16, 16), 3, "body") + 100).astype(np.uint16))  # a lone slice
     spacings = [(2.0, 1.0, 1.0), (2.0, 1.0, 1.0), (1.0, 1.0)]
     labeler = SuperpixelPseudolabeler(mode=mode, min_size=20)
     expected = [labeler(v, spacing=s) for v, s in zip(volumes, spacings, strict=True)]
@@ -246,7 +246,7 @@ def test_constant_image_gives_zeros_and_a_warning():
                 out = SuperpixelPseudolabeler(mode=mode)(image, spacing=(1.0,) * image.ndim)
             assert out.dtype == np.int32 and out.shape == image.shape and not out.any()
     # one constant slice in a volume: one warning, that slice is 0, the others are labeled
-    volume = synthetic((3, 32, 32), 0, "body")
+    volume = np.stack([synthetic((32, 32), seed, "body") for seed in range(3)])
     volume[1] = 0
     with pytest.warns(UserWarning, match="1 of the 3 slices"):
         out = SuperpixelPseudolabeler(min_size=20)(volume)
@@ -377,10 +377,14 @@ def test_label_many_warns_once_per_volume_with_constant_slices():
 
 def test_label_many_warnings_name_the_volume():
     blank = np.zeros((2, 16, 16), np.float32)
-    body = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)
-    with pytest.warns(UserWarning, match=r"of image_7\.nii\.gz \(2, 16, 16\): a single"):
+    noise = np.random.default_rng(0).random((2, 16, 16)).astype(np.float32)  # no body either
+    with pytest.warns(UserWarning) as caught:
         SuperpixelPseudolabeler(min_size=4).label_many(
-            [body, blank], workers=1, progress=False, names=["image_3.nii.gz", "image_7.nii.gz"]
+            [noise, blank], workers=1, progress=False, names=["image_3.nii.gz", "image_7.nii.gz"]
         )
+    assert [str(w.message).split(":")[0] for w in caught] == [
+        "image_3.nii.gz (2, 16, 16)",  # the body mask covers 0.0 % of the field of view
+        "2 of the 2 slices of image_7.nii.gz (2, 16, 16)",  # a single intensity value
+    ]
     with pytest.raises(ValueError, match="names"):
-        SuperpixelPseudolabeler().label_many([body], progress=False, names=["a", "b"])
+        SuperpixelPseudolabeler().label_many([noise], progress=False, names=["a", "b"])
