@@ -191,6 +191,22 @@ def test_pseudolabel_writes_files_next_to_scans(data, tmp_path, capsys):
     assert "kept" in capsys.readouterr().out
 
 
+def test_pseudolabel_reports_the_body_coverage_of_each_scan(data, tmp_path, capsys):
+    noise = np.random.default_rng(0).normal(100, 30, (3, 24, 24)).astype(np.float32)
+    save_volume(noise, tmp_path / "noise.nii.gz")
+    assert cli.main(["pseudolabel", str(data / "image_1.nii.gz"), str(tmp_path / "noise.nii.gz"),
+                     "--out-dir", str(tmp_path / "out"), "--quiet"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    lines = captured.out.splitlines()
+    assert lines[1].startswith("  image_1.nii.gz: body ") and "superpixels per slice" in lines[1]
+    assert lines[3].startswith("  noise.nii.gz: body 0.0 % of the view")
+    assert captured.err.strip().splitlines() == [
+        "warning: noise.nii.gz (3, 24, 24): the body mask covers 0.0 % of the field of view (no "
+        "body found?); check the modality (MRI or CT), or pass body_threshold= in the scan's "
+        "units (fewshotseg pseudolabel --body-threshold)"
+    ]
+
+
 def test_train_writes_a_resumable_checkpoint(data, checkpoint, tmp_path):
     ckpt = load_checkpoint(checkpoint / "last.pt")
     assert ckpt["step"] == 2 and ckpt["image_size"] == 32 and ckpt["modality"] == "mri"

@@ -140,18 +140,19 @@ def cmd_pseudolabel(args: argparse.Namespace) -> int:
         return 0
     volumes = [_load_scan(scan, args.axis) for scan, _ in targets]
     started = time.perf_counter()
-    labels = labeler.label_many(
+    labels, reports = labeler.label_many(
         [v.array for v in volumes],
         spacings=[v.spacing for v in volumes],
         workers=args.workers,
         progress=not args.quiet,
         names=[scan.name for scan, _ in targets],
-    )
-    for (_, target), volume, lab in zip(targets, volumes, labels, strict=True):
+        return_reports=True,
+    )  # a scan whose body mask looks wrong gets a warning (a log line) naming it
+    for (_, target), volume, lab, report in zip(targets, volumes, labels, reports, strict=True):
         save_volume(lab.astype("int32"), target, like=volume)
         count = int(lab.max())
         unit = "superpixels per slice at most" if args.mode == "2d" else "supervoxels"
-        print(f"wrote {target} ({count} {unit})")
+        print(f"wrote {target} ({count} {unit})\n  {report}")
     print(f"{len(targets)} scan(s) labelled in {time.perf_counter() - started:.1f} s")
     return 0
 

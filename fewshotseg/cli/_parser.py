@@ -178,7 +178,9 @@ def _add_pseudolabel(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> No
         parents=[shared["common"], shared["scans_opts"]],
         help="scans -> superpixel pseudolabel files",
         description="Compute superpixel pseudolabels of unlabeled scans and write them next to "
-        "each scan (image_1.nii.gz -> image_1.superpixels.nii.gz) or into --out-dir.",
+        "each scan (image_1.nii.gz -> image_1.superpixels.nii.gz) or into --out-dir. Each scan's "
+        "line says how much of it the body mask covers; a scan whose mask looks wrong gets a "
+        "warning.",
     )
     p.add_argument("scans", nargs="+", help="scan files, DICOM folders or glob patterns")
     p.add_argument(
@@ -194,7 +196,8 @@ def _add_pseudolabel(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> No
     p.add_argument(
         "--body-threshold",
         type=float,
-        help="intensity above which a voxel may be body (default automatic)",
+        help="intensity above which a voxel may be body, in the scans' units (e.g. -500 for "
+        "CT in HU; default: automatic, a few noise sigmas above the background)",
     )
     p.add_argument("--out-dir", help="write here instead of next to the scans")
     p.add_argument("--tag", default=PSEUDOLABEL_TAG, help=argparse.SUPPRESS)
