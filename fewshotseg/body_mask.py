@@ -189,9 +189,9 @@ def _has_structure(image: np.ndarray) -> bool:
     a, b = image[..., :-1].ravel(), image[..., 1:].ravel()
     if a.size < 2:
         return True
-    a, b = a - a.mean(), b - b.mean()
-    denominator = math.sqrt(float(a @ a) * float(b @ b))
-    return denominator == 0 or float(a @ b) / denominator >= MIN_NEIGHBOUR_CORRELATION
+    a, b = a - a.mean(), b - b.mean()  # sums, not a @ b: BLAS threads cost more than this
+    denominator = math.sqrt(float(np.sum(a * a)) * float(np.sum(b * b)))
+    return denominator == 0 or float(np.sum(a * b)) / denominator >= MIN_NEIGHBOUR_CORRELATION
 
 
 def _lowest_mode(values: np.ndarray, minimum: float, high: float) -> tuple[float, float] | None:
@@ -401,7 +401,8 @@ class BodyCoverage:
 
     def __str__(self) -> str:
         kept = "-" if math.isnan(self.non_air_kept) else f"{100 * self.non_air_kept:.1f} %"
-        empty = f", {self.empty_slices} slices without body" if self.empty_slices else ""
+        n = self.empty_slices
+        empty = f", {n} slice{'s' if n > 1 else ''} without body" if n else ""
         return (
             f"{self.name}: body {100 * self.body_fraction:.1f} % of the view, non-air kept "
             f"{kept}, {self.superpixels_per_slice:.1f} superpixels per slice{empty}"
