@@ -89,12 +89,14 @@ class TrainConfig:
 
     @classmethod
     def cpu_preset(cls, **overrides: Any) -> TrainConfig:
-        """The CPU recipe for ``ALPNet(backbone="resnet18")`` at 256 x 256: 8000 steps,
+        """The CPU recipe for ``ALPNet(backbone="resnet18")`` at 256 x 256: 15000 steps,
         checkpoints every 500, ``amp="auto"`` (bf16 where the CPU runs it natively).
 
-        Time depends on the CPU: 0.17 s per step with bf16 + channels-last on a 2-core
-        AVX512-BF16/AMX Xeon (~25 min for 8000 steps when nothing else runs), 0.27-0.7 s per step
-        in fp32 (35 min to 1.5 h); the trainer logs the rate it measures and an ETA.
+        15000 steps is where fold 0's validation Dice stopped rising on CHAOS (docs/results.md,
+        "Training budget"); five folds gain 2 points over 8000. Time depends on the CPU: 0.17 s
+        per step with bf16 + channels-last on a 2-core AVX512-BF16/AMX Xeon (~45 min when
+        nothing else runs), 0.27-0.7 s per step in fp32 (70 min to 3 h); the trainer logs the
+        rate it measures and an ETA.
 
         Example:
             >>> cfg = TrainConfig.cpu_preset(iterations=100)  # keyword overrides win
@@ -103,7 +105,7 @@ class TrainConfig:
         """
         settings: dict[str, Any] = {
             "amp": "auto",
-            "iterations": 8000,
+            "iterations": 15000,
             "checkpoint_every": 500,
             "log_every": 100,
         }

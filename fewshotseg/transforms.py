@@ -61,6 +61,8 @@ from torch import Tensor
 from fewshotseg._smoothing import gaussian_smooth
 
 _BIAS_GRID = 4  # control points per side of the bias field: a slow variation across the image
+# the recipe's bias field per intensity recipe (preprocess.INTENSITY_RECIPES): see for_modality
+_BIAS_FIELD_BY_MODALITY = {"mri": 0.3, "ct": 0.0, "none": 0.0}
 
 __all__ = [
     "AugmentConfig",
@@ -164,6 +166,26 @@ class AugmentConfig:
         """
         return cls(rotation=0.0, shift=0.0, shear=0.0, scale=(1.0, 1.0), elastic_alpha=0.0,
                    gamma=(1.0, 1.0))
+
+    @classmethod
+    def for_modality(cls, modality: str) -> AugmentConfig:
+        """The training recipe's transform for scans of a modality (``fewshotseg train``).
+
+        The reference's transform, plus a bias field of 0.3 on MRI: receive coils shade MRI
+        smoothly and differently from scan to scan, and a support shaded unlike its query (CHAOS
+        patient 36) is matched poorly unless training showed such pairs
+        (docs/results.md, "Intensity augmentation"). CT numbers are calibrated (Hounsfield
+        units, no coil shading) and ``"none"`` (intensities the user normalised, of unknown
+        origin) keep the reference.
+
+        Example:
+            >>> [AugmentConfig.for_modality(m).bias_field for m in ("mri", "ct", "none")]
+            [0.3, 0.0, 0.0]
+        """
+        if modality not in _BIAS_FIELD_BY_MODALITY:
+            raise ValueError(f"modality must be one of {sorted(_BIAS_FIELD_BY_MODALITY)}, "
+                             f"got {modality!r}")
+        return cls(bias_field=_BIAS_FIELD_BY_MODALITY[modality])
 
     @property
     def is_identity(self) -> bool:

@@ -109,6 +109,18 @@ def test_train_flags_build_the_config():
     assert _commands._train_config(args) == TrainConfig()
 
 
+@pytest.mark.parametrize(
+    "modality, flags, expected",
+    [("mri", [], 0.3), ("ct", [], 0.0), ("none", [], 0.0), ("mri", ["--bias-field", "0"], 0.0),
+     ("ct", ["--bias-field", "0.2"], 0.2)],
+)  # fmt: skip
+def test_train_augmentation_follows_the_modality(modality, flags, expected):
+    args = cli.build_parser().parse_args(["train", "x", "--modality", modality, *flags])
+    augment = _commands._augmentation(modality, args.bias_field)
+    assert augment.bias_field == expected
+    assert augment.rotation == 5.0 and augment.gamma == (0.5, 1.5)  # the reference otherwise
+
+
 @pytest.mark.parametrize("command", ["predict", "evaluate", "demo"])
 @pytest.mark.parametrize(
     "flags, amp",

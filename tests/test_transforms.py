@@ -366,3 +366,13 @@ def test_apply_intensity_is_bias_then_gamma_and_replace_items_mixes_fields():
     mixed = p.replace_items(torch.tensor([False, True, False]), TransformParams.identity(1))
     assert mixed.bias_field is not None and bool((mixed.bias_field[1] == 0).all())
     assert torch.equal(mixed.bias_field[0], p.bias_field[0])
+
+
+def test_every_intensity_recipe_has_a_training_transform():
+    from fewshotseg.preprocess import INTENSITY_RECIPES
+
+    for modality in INTENSITY_RECIPES:
+        assert AugmentConfig.for_modality(modality).rotation == AugmentConfig().rotation
+    assert AugmentConfig.for_modality("mri").bias_field > 0  # coils shade MRI, not CT
+    with pytest.raises(ValueError, match="modality"):
+        AugmentConfig.for_modality("t2")

@@ -294,7 +294,7 @@ def _training_sampler(
 ) -> Any:
     """The superpixel episode sampler over the scans (the intensity recipe applied), with
     setting 2's exclusions when ``--exclude-classes`` is given."""
-    from fewshotseg.episodes import AugmentConfig, EpisodeSampler
+    from fewshotseg.episodes import EpisodeSampler
     from fewshotseg.preprocess import apply_recipe
 
     volumes = [_load_scan(s, args.axis) for s in scans]
@@ -314,12 +314,22 @@ def _training_sampler(
         pseudo,
         mode="superpixel",
         image_size=image_size,
-        augment=None if args.no_augment else AugmentConfig(),
+        augment=None if args.no_augment else _augmentation(modality, args.bias_field),
         exclude_classes=args.exclude_classes or (),
         exclude_from=exclude_from,
         min_foreground=args.min_foreground,
         seed=config.seed,
     )
+
+
+def _augmentation(modality: str, bias_field: float | None) -> Any:
+    """The recipe's transform for the modality; ``--bias-field`` overrides its bias field."""
+    from fewshotseg.transforms import AugmentConfig
+
+    config = AugmentConfig.for_modality(modality)
+    if bias_field is None:
+        return config
+    return dataclasses.replace(config, bias_field=bias_field)
 
 
 def _plot_training_curve(run: Path) -> None:

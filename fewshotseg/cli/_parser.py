@@ -206,6 +206,46 @@ def _add_pseudolabel(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> No
     p.set_defaults(func=commands.cmd_pseudolabel)
 
 
+def _add_episode_flags(p: argparse.ArgumentParser) -> None:
+    """``fewshotseg train``'s flags for what its episodes are made of: size, intensities,
+    augmentation, setting 2's exclusions."""
+    p.add_argument("--image-size", type=int, default=None, help="episode size (default 256)")
+    p.add_argument(
+        "--min-foreground",
+        type=int,
+        default=100,
+        help="smallest superpixel (pixels at --image-size) used as foreground",
+    )
+    p.add_argument("--no-augment", action="store_true", help="no random transform of the query")
+    p.add_argument(
+        "--bias-field",
+        type=float,
+        default=None,
+        metavar="LOG_GAIN",
+        help="largest log-gain of the smooth intensity field that augments every image "
+        "(default: 0.3 for --modality mri, 0 for ct and none; 0 switches it off)",
+    )
+    p.add_argument(
+        "--modality",
+        choices=_MODALITIES,
+        default=None,
+        help="intensity recipe applied to every scan (default mri)",
+    )
+    p.add_argument(
+        "--exclude-classes",
+        type=int,
+        nargs="+",
+        metavar="C",
+        help="setting 2: drop every slice that holds one of these label values",
+    )
+    p.add_argument(
+        "--exclude-labels",
+        nargs="+",
+        metavar="PATH",
+        help="label files saying where --exclude-classes are, one per scan",
+    )
+
+
 def _add_train(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
     """``fewshotseg train``: scans [+ pseudolabels] -> a checkpoint folder."""
     p = sub.add_parser(
@@ -237,7 +277,7 @@ def _add_train(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
         "--preset",
         choices=("cpu", "paper"),
         default="cpu",
-        help="cpu: resnet18, 8000 steps (20-90 min on 2 cores depending on the CPU; the log "
+        help="cpu: resnet18, 15000 steps (45 min-3 h on 2 cores depending on the CPU; the log "
         "gives the measured time per step and an ETA after 5 steps); paper: "
         "deeplabv3_resnet101, 100k steps (a GPU; add --backbone-weights coco as the "
         "paper did). Default cpu",
@@ -255,33 +295,7 @@ def _add_train(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--no-local", action="store_true", help="class-level prototypes only (the PANet ablation)"
     )
-    p.add_argument("--image-size", type=int, default=None, help="episode size (default 256)")
-    p.add_argument(
-        "--min-foreground",
-        type=int,
-        default=100,
-        help="smallest superpixel (pixels at --image-size) used as foreground",
-    )
-    p.add_argument("--no-augment", action="store_true", help="no random transform of the query")
-    p.add_argument(
-        "--modality",
-        choices=_MODALITIES,
-        default=None,
-        help="intensity recipe applied to every scan (default mri)",
-    )
-    p.add_argument(
-        "--exclude-classes",
-        type=int,
-        nargs="+",
-        metavar="C",
-        help="setting 2: drop every slice that holds one of these label values",
-    )
-    p.add_argument(
-        "--exclude-labels",
-        nargs="+",
-        metavar="PATH",
-        help="label files saying where --exclude-classes are, one per scan",
-    )
+    _add_episode_flags(p)
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available)")
     _add_train_config_flags(p)
     p.set_defaults(func=commands.cmd_train)
