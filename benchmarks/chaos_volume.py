@@ -92,14 +92,12 @@ class ScaleAveragedPredictor(CachedPredictor):
     def _encode_batch(self, slices):  # type: ignore[override]
         size = self.image_size
         x = slices.to(self.device)[:, None]
-        total = None
-        for side in (size * 7 // 8, size, size * 9 // 8):
-            feats = self.model.encode(self._resize(x, (side, side)))
-            if side != size:
-                grid = (size // 8, size // 8)
-                feats = torch.nn.functional.interpolate(feats.float(), size=grid,
-                                                        mode="bilinear", align_corners=False)
-            total = feats.float() if total is None else total + feats.float()
+        direct = super()._encode_batch(slices).float()
+        total = direct
+        for side in (size * 7 // 8, size * 9 // 8):
+            feats = self.model.encode(self._resize(x, (side, side))).float()
+            total = total + torch.nn.functional.interpolate(
+                feats, size=direct.shape[-2:], mode="bilinear", align_corners=False)
         return total / 3
 
 

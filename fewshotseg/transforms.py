@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fewshotseg._smoothing import gaussian_smooth
+from fewshotseg.preprocess import check_modality
 
 _BIAS_GRID = 4  # control points per side of the bias field: a slow variation across the image
 # the recipe's bias field per intensity recipe (preprocess.INTENSITY_RECIPES): see for_modality
@@ -76,7 +77,6 @@ __all__ = [
     "sample_params",
     "sampling_grid",
 ]
-
 
 
 def _as_range(name: str, value: tuple[float, float] | list[float]) -> tuple[float, float]:
@@ -182,10 +182,7 @@ class AugmentConfig:
             >>> [AugmentConfig.for_modality(m).bias_field for m in ("mri", "ct", "none")]
             [0.3, 0.0, 0.0]
         """
-        if modality not in _BIAS_FIELD_BY_MODALITY:
-            raise ValueError(f"modality must be one of {sorted(_BIAS_FIELD_BY_MODALITY)}, "
-                             f"got {modality!r}")
-        return cls(bias_field=_BIAS_FIELD_BY_MODALITY[modality])
+        return cls(bias_field=_BIAS_FIELD_BY_MODALITY[check_modality(modality)])
 
     @property
     def is_identity(self) -> bool:
