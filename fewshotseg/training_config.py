@@ -95,8 +95,9 @@ class TrainConfig:
         15000 steps is where fold 0's validation Dice stopped rising on CHAOS (docs/results.md,
         "Training budget"); five folds gain 2 points over 8000. Time depends on the CPU: 0.17 s
         per step with bf16 + channels-last on a 2-core AVX512-BF16/AMX Xeon (~45 min when
-        nothing else runs), 0.27-0.7 s per step in fp32 (70 min to 3 h); the trainer logs the
-        rate it measures and an ETA.
+        nothing else runs; 46-52 min per CHAOS fold at one thread with a second run beside
+        it), 0.27-0.7 s per step in fp32 (70 min to 3 h); the trainer logs the rate it
+        measures and an ETA.
 
         Example:
             >>> cfg = TrainConfig.cpu_preset(iterations=100)  # keyword overrides win
