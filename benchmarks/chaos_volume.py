@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "chaos_t2spir"
 ORGANS = evaluation.CHAOS_CLASSES
 
+DEFAULT_VARIANT = "+ threshold 0.6 (the default)"
 _NO_CLEANUP = {"largest_component": False, "fill_holes": False}
 VARIANTS: dict[str, VolumeConfig] = {
     # the steps one by one, from the old segment_volume to the default
@@ -49,7 +50,7 @@ VARIANTS: dict[str, VolumeConfig] = {
     "+ nearest aligned support slice per query slice": VolumeConfig(shots=1, threshold=0.5),
     "+ hole filling": VolumeConfig(shots=1, threshold=0.5, fill_holes=True),
     "+ 3 nearest support slices (3 shots)": VolumeConfig(threshold=0.5),
-    "+ threshold 0.6 (the default)": VolumeConfig(),
+    DEFAULT_VARIANT: VolumeConfig(),
     # the default with one thing changed
     "default, relative extent instead of aligned": VolumeConfig(localise="relative"),
     "default without LCC": VolumeConfig(largest_component=False),
@@ -107,6 +108,15 @@ def dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:
     return float("nan") if denom == 0 else float(2 * (p & t).sum() / denom)
 
 
+def organ_means(per_query: dict[str, dict]) -> dict:
+    """Per organ, the mean Dice over the queries (NaN, organ absent from both, left out); the
+    table's mean is the mean of these. Works on a run's results and on its JSON alike."""
+    organs = sorted({organ for scores in per_query.values() for organ in scores})
+    return {
+        o: float(np.nanmean([s[o] for s in per_query.values() if o in s])) for o in organs
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
@@ -155,7 +165,7 @@ def main() -> None:
                                             classes=list(ORGANS), config=VARIANTS[name])
             per_query[q] = {c: dice(pred, case.label, c) for c in ORGANS}
         results[name] = per_query
-        organ = {c: np.nanmean([per_query[q][c] for q in ids]) for c in ORGANS}
+        organ = organ_means(per_query)
         cells = " | ".join(f"{100 * organ[c]:.1f}" for c in ORGANS)
         mean = 100 * np.nanmean(list(organ.values()))
         print(f"| {name} | {cells} | **{mean:.2f}** | {time.perf_counter() - start:.0f} s |",

@@ -22,10 +22,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+from chaos_volume import DEFAULT_VARIANT, organ_means  # this folder is on sys.path
 
 import fewshotseg as fss
-
-DEFAULT_VARIANT = "+ threshold 0.6 (the default)"
 
 
 def hours_at(run_dir: Path, step: int) -> float:
@@ -43,11 +42,8 @@ def validation_mean(path: str) -> float:
     """Mean Dice (%) of a validation file: per organ over the queries, then over organs."""
     if path == "-":
         return math.nan
-    scores = json.loads(Path(path).read_text())["results"][DEFAULT_VARIANT]
-    organs = sorted({organ for per_query in scores.values() for organ in per_query})
-    return 100 * float(
-        np.mean([np.nanmean([q[o] for q in scores.values() if o in q]) for o in organs])
-    )
+    per_query = json.loads(Path(path).read_text())["results"][DEFAULT_VARIANT]
+    return 100 * float(np.nanmean(list(organ_means(per_query).values())))
 
 
 def held_out_means(path: str) -> dict[str, float]:
