@@ -59,6 +59,9 @@ VARIANTS: dict[str, VolumeConfig] = {
     "default, threshold 0.7": VolumeConfig(threshold=0.7),
     "default, threshold 0.8": VolumeConfig(threshold=0.8),
     "default, margin 1": VolumeConfig(margin=1),
+    "default, margin 2": VolumeConfig(margin=2),
+    "default, margin 3": VolumeConfig(margin=3),
+    "default, every slice (no localisation)": VolumeConfig(localise="none"),
 }
 
 
