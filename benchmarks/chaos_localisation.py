@@ -25,18 +25,16 @@ extent IoU of every organ over every support/query pair of the fold's 16 trainin
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from chaos_volume import DATA, ORGANS, dice
+from chaos_volume import ORGANS, dice, fold_arguments, load_fold  # this folder is on sys.path
 
 import fewshotseg as fss
-from fewshotseg import evaluation, volume
-from fewshotseg.datasets import chaos_t2spir
+from fewshotseg import volume
 from fewshotseg.preprocess import apply_recipe
 from fewshotseg.volume import VolumeConfig
 
@@ -174,11 +172,7 @@ def compare_alignments(predictor, cases, fold) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--split", choices=["validation", "test"], default="validation")
-    parser.add_argument("--checkpoint", help="default: the shipped chaos-ssl model")
+    parser = fold_arguments(__doc__)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
     parser.add_argument("--pairs", action="store_true",
@@ -186,9 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    cases = {c.id: c for c in chaos_t2spir(args.data)}
-    fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
-    ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
+    cases, fold, ids = load_fold(args)
     predictor = fss.SupportQueryPredictor.from_checkpoint(
         args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
     if args.pairs:

@@ -27,6 +27,7 @@ import torch
 import fewshotseg as fss
 from fewshotseg import evaluation
 from fewshotseg.datasets import chaos_t2spir
+from fewshotseg.evaluation import Fold
 from fewshotseg.volume import VolumeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,12 +121,26 @@ def organ_means(per_query: dict[str, dict]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def fold_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A parser with the options that choose a fold's scans and the model to score."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--split", choices=["validation", "test"], default="validation")
     parser.add_argument("--checkpoint", help="default: the shipped chaos-ssl model")
+    return parser
+
+
+def load_fold(args: argparse.Namespace) -> tuple[dict, Fold, list[str]]:
+    """The CHAOS cases by id, the fold, and its query ids for ``args.split``."""
+    cases = {c.id: c for c in chaos_t2spir(args.data)}
+    fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
+    ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
+    return cases, fold, ids
+
+
+def main() -> None:
+    parser = fold_arguments(__doc__)
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
@@ -145,10 +160,8 @@ def main() -> None:
         timing(args)
         return
 
-    cases = {c.id: c for c in chaos_t2spir(args.data)}
-    fold = evaluation.cross_validation_folds(sorted(cases, key=int))[args.fold]
+    cases, fold, ids = load_fold(args)
     support = cases[str(fold.support)]
-    ids = [str(i) for i in (fold.train if args.split == "validation" else fold.test)]
     ids = ids[args.skip :]
     if args.queries:
         ids = ids[: args.queries]
