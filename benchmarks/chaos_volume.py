@@ -142,6 +142,7 @@ def load_fold(args: argparse.Namespace) -> tuple[dict, Fold, list[str]]:
 def main() -> None:
     parser = fold_arguments(__doc__)
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
+    parser.add_argument("--support", help="this patient as the support instead of the fold's")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
@@ -161,7 +162,9 @@ def main() -> None:
         return
 
     cases, fold, ids = load_fold(args)
-    support = cases[str(fold.support)]
+    support = cases[args.support or str(fold.support)]
+    if support.id in ids:
+        raise SystemExit(f"support {support.id} is one of the queries {ids}")
     ids = ids[args.skip :]
     if args.queries:
         ids = ids[: args.queries]
@@ -188,7 +191,7 @@ def main() -> None:
               flush=True)
     if args.out:
         args.out.write_text(json.dumps({"fold": args.fold, "split": args.split, "tta": args.tta,
-                                        "support": str(fold.support), "queries": ids,
+                                        "support": support.id, "queries": ids,
                                         "results": results}, indent=1))
 
 
