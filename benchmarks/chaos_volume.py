@@ -162,6 +162,9 @@ def main() -> None:
         return
 
     cases, fold, ids = load_fold(args)
+    if args.support and args.support not in cases:
+        known = ", ".join(sorted(cases, key=int))
+        raise SystemExit(f"no patient {args.support} in {args.data} (it has {known})")
     support = cases[args.support or str(fold.support)]
     if support.id in ids:
         raise SystemExit(f"support {support.id} is one of the queries {ids}")
