@@ -49,11 +49,23 @@ def segment_organ(predictor, support, feats_q, cls, pos, inside, size) -> np.nda
     groups = volume._support_groups(CONFIG, support.slices[cls], pos, inside)
     sets = support.support_sets(cls, list(groups))
     for g, zs in enumerate(groups.values()):
-        for start in range(0, len(zs), 16):
-            chunk = zs[start : start + 16]
+        for start in range(0, len(zs), volume._SLICES_PER_CALL):
+            chunk = zs[start : start + volume._SLICES_PER_CALL]
             p = predictor.probabilities(feats_q[chunk], sets.select(np.full(len(chunk), g)), size)
             proba[chunk] = p[:, 1].float().cpu().numpy()
     return proba
+
+
+def encode_volume(predictor, image: np.ndarray) -> torch.Tensor:
+    """Backbone features of a raw volume, after the predictor's intensity recipe."""
+    if predictor.modality is not None:
+        image = apply_recipe(image, predictor.modality)
+    return predictor.encode_slices(np.asarray(image, np.float32))
+
+
+def aligned_extent(pos: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """The query slices whose aligned position falls in the support's extent (`segment_with`)."""
+    return (pos >= present[0] - 0.5) & (pos <= present[-1] + 0.5)
 
 
 def labels_from(proba: np.ndarray, inside: np.ndarray, cls: int) -> np.ndarray:
@@ -150,10 +162,7 @@ def compare_alignments(predictor, cases, fold) -> None:
     ids = [str(i) for i in [*fold.train, fold.support]]
     feats, extents = {}, {}
     for i in ids:
-        image = cases[i].image.array
-        if predictor.modality is not None:
-            image = apply_recipe(image, predictor.modality)
-        feats[i] = predictor.encode_slices(np.asarray(image, np.float32))
+        feats[i] = encode_volume(predictor, cases[i].image.array)
         extents[i] = {c: (cases[i].label == c).any(axis=(1, 2)) for c in ORGANS}
     print("| alignment | " + " | ".join(ORGANS.values()) + " | **mean** |\n|" + " --- |" * 6)
     for name, (describe, position) in ALIGNMENTS.items():
@@ -164,8 +173,7 @@ def compare_alignments(predictor, cases, fold) -> None:
             for c in ORGANS:
                 present = np.flatnonzero(extents[s][c])
                 if len(present) and extents[q][c].any():
-                    inside = (pos >= present[0] - 0.5) & (pos <= present[-1] + 0.5)
-                    scores[c].append(iou(inside, extents[q][c]))
+                    scores[c].append(iou(aligned_extent(pos, present), extents[q][c]))
         organ = [float(np.mean(v)) for v in scores.values()]
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in organ) +
               f" | **{np.mean(organ):.3f}** |", flush=True)
@@ -189,26 +197,25 @@ def main() -> None:
     sup = cases[str(fold.support)]
     support = volume.prepare_support(predictor, sup.image.array, sup.label.astype(np.int64),
                                      classes=list(ORGANS))
-    rows: dict[str, dict] = {}
+    rows: dict[str, dict[int, dict]] = {}  # query -> organ -> scores
     for q in ids:
-        image, truth_labels = cases[q].image.array, cases[q].label
-        if predictor.modality is not None:
-            image = apply_recipe(image, predictor.modality)
-        feats_q = predictor.encode_slices(np.asarray(image, np.float32))
+        truth_labels = cases[q].label
+        feats_q = encode_volume(predictor, cases[q].image.array)
         pos = volume._query_positions(CONFIG, feats_q, support)
-        size = tuple(image.shape[1:])
+        size = tuple(truth_labels.shape[1:])
+        rows[q] = {}
         for cls in ORGANS:
             truth = (truth_labels == cls).any(axis=(1, 2))
             if not truth.any():
                 continue
             present = support.slices[cls]
-            aligned = (pos >= present[0] - 0.5) & (pos <= present[-1] + 0.5)
+            aligned = aligned_extent(pos, present)
             every = np.ones(len(pos), bool)
             proba = segment_organ(predictor, support, feats_q, cls, pos, every, size)
             evidence = grown(aligned, (proba > CONFIG.threshold).sum(axis=(1, 2)))
             oracle_pos = oracle_positions(truth, present)
             oracle = segment_organ(predictor, support, feats_q, cls, oracle_pos, truth, size)
-            rows[f"{q}/{cls}"] = {
+            rows[q][cls] = {
                 "iou": {"aligned": iou(aligned, truth), "evidence": iou(evidence, truth)},
                 "dice": {
                     "aligned": dice(labels_from(proba, aligned, cls), truth_labels, cls),
@@ -217,21 +224,18 @@ def main() -> None:
                 },
             }
         print(f"query {q}: " + ", ".join(
-            f"{ORGANS[int(k.split('/')[1])]} {100 * v['dice']['aligned']:.0f}/"
-            f"{100 * v['dice']['oracle']:.0f}" for k, v in rows.items() if k.startswith(f"{q}/")
-        ) + " (Dice aligned / oracle extent)", flush=True)
+            f"{ORGANS[cls]} {100 * r['dice']['aligned']:.0f}/{100 * r['dice']['oracle']:.0f}"
+            for cls, r in rows[q].items()) + " (Dice aligned / oracle extent)", flush=True)
     print("\n| organ | extent IoU, aligned | extent IoU, evidence | Dice, aligned | "
           "Dice, evidence | Dice, oracle extent |\n| --- | --- | --- | --- | --- | --- |")
-    means = {}
-    for cls, name in [*ORGANS.items(), (0, "mean")]:
-        keep = [r for k, r in rows.items() if cls == 0 or k.endswith(f"/{cls}")]
-        if cls:  # per organ over the queries; the mean row is the mean of the organs
-            means[cls] = [np.mean([r[m][w] for r in keep]) for m, w in
-                          (("iou", "aligned"), ("iou", "evidence"), ("dice", "aligned"),
-                           ("dice", "evidence"), ("dice", "oracle"))]
-            cells = means[cls]
-        else:
-            cells = np.mean(list(means.values()), axis=0)
+    columns = (("iou", "aligned"), ("iou", "evidence"), ("dice", "aligned"),
+               ("dice", "evidence"), ("dice", "oracle"))
+    means = {}  # per organ over the queries; the mean row is the mean of the organs
+    for cls in ORGANS:
+        keep = [organs[cls] for organs in rows.values() if cls in organs]
+        means[ORGANS[cls]] = [np.mean([r[m][w] for r in keep]) for m, w in columns]
+    means["mean"] = list(np.mean(list(means.values()), axis=0))
+    for name, cells in means.items():
         print(f"| {name} | {cells[0]:.3f} | {cells[1]:.3f} | " +
               " | ".join(f"{100 * c:.2f}" for c in cells[2:]) + " |")
     if args.out:
