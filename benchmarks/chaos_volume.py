@@ -143,6 +143,10 @@ def main() -> None:
     parser = fold_arguments(__doc__)
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
     parser.add_argument("--support", help="this patient as the support instead of the fold's")
+    parser.add_argument("--supports", default="1",
+                        help="comma-separated counts of support scans, e.g. 1,2,3: the first N "
+                        "patients of the support's group (the fold's support first); the queries "
+                        "leave out all of the largest count's")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
@@ -162,13 +166,20 @@ def main() -> None:
         return
 
     cases, fold, ids = load_fold(args)
+    counts = sorted({int(n) for n in args.supports.split(",")})
     if args.support and args.support not in cases:
         known = ", ".join(sorted(cases, key=int))
         raise SystemExit(f"no patient {args.support} in {args.data} (it has {known})")
-    support = cases[args.support or str(fold.support)]
-    if support.id in ids:
-        raise SystemExit(f"support {support.id} is one of the queries {ids}")
-    ids = ids[args.skip :]
+    if args.support and counts != [1]:
+        raise SystemExit("--support names one support scan; leave --supports at 1 with it")
+    if args.support:
+        support_ids = [args.support]
+    else:  # the protocol's support is the first of the next fold's group: take the next ones
+        folds = evaluation.cross_validation_folds(sorted(cases, key=int))
+        support_ids = [str(i) for i in folds[(args.fold + 1) % len(folds)].test[: counts[-1]]]
+    if support_ids[0] in ids:
+        raise SystemExit(f"support {support_ids[0]} is one of the queries {ids}")
+    ids = [q for q in ids if q not in support_ids][args.skip :]
     if args.queries:
         ids = ids[: args.queries]
     kind = {"none": CachedPredictor, "flip": FlipAveragedPredictor,
@@ -176,25 +187,29 @@ def main() -> None:
     predictor = kind.from_checkpoint(args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
     names = list(VARIANTS)
     chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
-    s_img, s_lab = support.image.array, support.label.astype(np.int64)
+    prepared = [fss.volume.prepare_support(predictor, cases[i].image.array,
+                                           cases[i].label.astype(np.int64), classes=list(ORGANS))
+                for i in support_ids]
     results: dict[str, dict[str, dict[int, float]]] = {}
-    for name in chosen:
+    for name, n in [(name, n) for name in chosen for n in counts]:
+        row = name if counts == [1] else f"{name}, {n} support{'s' * (n > 1)}"
         start = time.perf_counter()
         per_query = {}
         for q in ids:
             case = cases[q]
-            pred = predictor.segment_volume(s_img, s_lab, case.image.array,
-                                            classes=list(ORGANS), config=VARIANTS[name])
+            pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
+                                           config=VARIANTS[name])
             per_query[q] = {c: dice(pred, case.label, c) for c in ORGANS}
-        results[name] = per_query
+        results[row] = per_query
         organ = organ_means(per_query)
         cells = " | ".join(f"{100 * organ[c]:.1f}" for c in ORGANS)
         mean = 100 * np.nanmean(list(organ.values()))
-        print(f"| {name} | {cells} | **{mean:.2f}** | {time.perf_counter() - start:.0f} s |",
+        print(f"| {row} | {cells} | **{mean:.2f}** | {time.perf_counter() - start:.0f} s |",
               flush=True)
     if args.out:
         args.out.write_text(json.dumps({"fold": args.fold, "split": args.split, "tta": args.tta,
-                                        "support": support.id, "queries": ids,
+                                        "support": support_ids[0], "supports": support_ids,
+                                        "queries": ids,
                                         "results": results}, indent=1))
 
 

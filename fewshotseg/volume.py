@@ -54,6 +54,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from fewshotseg._checks import to_label_map, to_numpy
+from fewshotseg.alignment import _aligned_positions, align_slices, dtw_path, slice_descriptors
 
 if TYPE_CHECKING:  # the predictor calls us; we only need its type for annotations
     from fewshotseg.inference import EncodedSupport, SupportQueryPredictor
@@ -121,95 +122,6 @@ class VolumeConfig:
             raise ValueError("VolumeConfig needs shots >= 1, margin >= 0 and parts >= 1")
         if not 0.0 <= self.threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {self.threshold}")
-
-
-# --------------------------------------------------------------------------------------------
-# alignment
-# --------------------------------------------------------------------------------------------
-
-
-def slice_descriptors(features: Tensor, grid: int = 4) -> np.ndarray:
-    """One descriptor per slice that says where in the body the slice is.
-
-    Features ``(D, F, h, w)`` are average-pooled to a ``grid`` x ``grid`` layout (which
-    structures are where in the plane), flattened, centred by the volume's mean descriptor
-    (what all its slices share, e.g. the scanner's contrast, says nothing about depth) and
-    L2-normalised -> ``(D, F grid²)`` float64.
-
-    Why this and not global pooling: on CHAOS fold 0's training patients (240 support/query
-    pairs) the organ extents this alignment transfers overlap the true ones by 0.72 IoU, against
-    0.70 uncentred, 0.66 for relative depth, and 0.50 for mean/max-pooled global descriptors
-    (one support), which collapse many query slices onto one support slice.
-
-    Example:
-        >>> d = slice_descriptors(torch.rand(5, 8, 16, 16))  # (D, F, h, w)
-        >>> d.shape, d.dtype, np.allclose(np.linalg.norm(d, axis=1), 1.0)
-        ((5, 128), dtype('float64'), True)
-    """
-    pooled = torch.nn.functional.adaptive_avg_pool2d(features.float(), grid).flatten(1)
-    centred = pooled - pooled.mean(0, keepdim=True)
-    return torch.nn.functional.normalize(centred, dim=1).cpu().double().numpy()
-
-
-def dtw_path(cost: np.ndarray) -> list[tuple[int, int]]:
-    """The monotonic alignment of least total cost (dynamic time warping).
-
-    Args:
-        cost: ``(n, m)`` pairwise costs.
-
-    Returns:
-        The path as ``(i, j)`` pairs from ``(0, 0)`` to ``(n - 1, m - 1)``, each step moving
-        ``i``, ``j`` or both by one.
-
-    Example:
-        >>> dtw_path(np.array([[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]))
-        [(0, 0), (1, 1), (1, 2)]
-    """
-    n, m = cost.shape
-    acc = np.full((n + 1, m + 1), np.inf)
-    acc[0, 0] = 0.0
-    for i in range(1, n + 1):
-        row = cost[i - 1]
-        for j in range(1, m + 1):
-            acc[i, j] = row[j - 1] + min(acc[i - 1, j - 1], acc[i - 1, j], acc[i, j - 1])
-    path = [(n - 1, m - 1)]
-    i, j = n, m
-    while (i, j) != (1, 1):
-        steps = ((i - 1, j - 1), (i - 1, j), (i, j - 1))
-        i, j = min(steps, key=lambda ij: acc[ij])
-        path.append((i - 1, j - 1))
-    return path[::-1]
-
-
-def align_slices(query_features: Tensor, support_features: Tensor) -> np.ndarray:
-    """Each query slice's position in the support volume, by anatomy.
-
-    Args:
-        query_features: ``(D, F, h, w)``.
-        support_features: ``(D_s, F, h, w)``.
-
-    Returns:
-        ``(D,)`` float array: for each query slice, the support slice it is aligned with (of
-        those the warping path pairs it with, the most similar one; a path must visit every
-        support slice, so a support slice the query lacks is paired with a neighbour too).
-
-    Example:
-        >>> _ = torch.manual_seed(0); support = torch.rand(6, 8, 8, 8)  # (D_s, F, h, w)
-        >>> align_slices(support[1:5], support)  # a query that is support slices 1..4
-        array([1., 2., 3., 4.])
-    """
-    query, support = slice_descriptors(query_features), slice_descriptors(support_features)
-    return _aligned_positions(query, support)
-
-
-def _aligned_positions(query: np.ndarray, support: np.ndarray) -> np.ndarray:
-    """`align_slices` on descriptors ``(D, d)`` and ``(D_s, d)`` (see `slice_descriptors`)."""
-    cost = 1.0 - query @ support.T
-    best = np.full(len(query), -1)
-    for i, j in dtw_path(cost):
-        if best[i] < 0 or cost[i, j] < cost[i, best[i]]:
-            best[i] = j
-    return best.astype(np.float64)
 
 
 # --------------------------------------------------------------------------------------------
@@ -438,14 +350,19 @@ def segment_volume(
     """Segment a whole query volume from a labelled support volume; no query labels used.
 
     One call of `prepare_support` and `segment_with`; to segment several queries with one
-    support, prepare it once and call `segment_with` for each.
+    support, prepare it once and call `segment_with` for each. Several labelled support
+    volumes (a list of volumes and a list of their labels) vote on where each class lies in the
+    query and average their probabilities (`segment_with`).
 
     Args:
         predictor: a `SupportQueryPredictor` (its model, device, image size and ``modality``).
-        support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed.
-        support_labels: ``(D_s, H, W)`` integer labels (0 background).
+        support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed; or a list of
+            such volumes (their depths and sizes may differ).
+        support_labels: ``(D_s, H, W)`` integer labels (0 background); a list with a list of
+            volumes.
         query_volume: ``(D, H', W')`` image.
-        classes: label values to segment (default: every nonzero support label).
+        classes: label values to segment (default: every nonzero support label; with several
+            supports they must label the same classes, or pass those to segment).
         config: the pipeline's switches (default `VolumeConfig()`).
 
     Returns:
@@ -460,22 +377,40 @@ def segment_volume(
         >>> out.shape, out.dtype, set(np.unique(out).tolist()) <= {0, 2}
         ((4, 32, 32), dtype('int64'), True)
     """
-    support = prepare_support(predictor, support_volume, support_labels, classes=classes)
-    return segment_with(predictor, support, query_volume, config=config)
+    if not isinstance(support_volume, (list, tuple)):
+        support = prepare_support(predictor, support_volume, support_labels, classes=classes)
+        return segment_with(predictor, support, query_volume, config=config)
+    if not isinstance(support_labels, (list, tuple)) or len(support_labels) != len(support_volume):
+        raise ValueError(
+            f"a list of {len(support_volume)} support volumes needs a list of as many label "
+            f"volumes, got {type(support_labels).__name__}"
+            + (f" of {len(support_labels)}" if isinstance(support_labels, (list, tuple)) else "")
+        )
+    supports = [
+        prepare_support(predictor, volume, labels, classes=classes)
+        for volume, labels in zip(support_volume, support_labels, strict=True)
+    ]
+    return segment_with(predictor, supports, query_volume, config=config)
 
 
 def segment_with(
     predictor: SupportQueryPredictor,
-    support: VolumeSupport,
+    support: VolumeSupport | Sequence[VolumeSupport],
     query_volume: Any,
     *,
     config: VolumeConfig | None = None,
 ) -> np.ndarray:
-    """Segment a query volume with a prepared support (`prepare_support`).
+    """Segment a query volume with a prepared support (`prepare_support`), or several.
+
+    With several labelled support volumes, each is aligned with the query on its own; a query
+    slice is segmented for a class where at least half the supports put it inside the class's
+    extent (one atypical support is outvoted), and there the foreground probabilities of the
+    supports (each with its own nearest slices) are averaged before the threshold.
 
     Args:
-        predictor: the predictor the support was prepared with.
-        support: a `VolumeSupport`; it keeps the support slices it encodes for the next query.
+        predictor: the predictor the support(s) were prepared with.
+        support: a `VolumeSupport`, or a sequence of them labelling the same classes; each
+            keeps the support slices it encodes for the next query.
         query_volume: ``(D, H', W')`` image (numpy or torch), raw intensities or preprocessed
             as the support was.
         config: the pipeline's switches (default `VolumeConfig()`).
@@ -492,17 +427,14 @@ def segment_with(
         >>> support = prepare_support(predictor, image, labels)
         >>> [segment_with(predictor, support, q).shape for q in (image, image[:4])]
         [(6, 40, 40), (4, 40, 40)]
+        >>> other = prepare_support(predictor, image[::-1], labels[::-1])
+        >>> segment_with(predictor, [support, other], image).shape  # two supports
+        (6, 40, 40)
     """
     from fewshotseg.preprocess import apply_recipe
 
     config = config or VolumeConfig()
-    if not isinstance(support, VolumeSupport):
-        raise TypeError(f"support must be a VolumeSupport, got {type(support).__name__}")
-    if support.predictor is not predictor or support.modality != predictor.modality:
-        raise ValueError(
-            "this VolumeSupport was prepared by another predictor (or another modality); "
-            "prepare it again with prepare_support(predictor, ...)"
-        )
+    supports = _check_prepared(predictor, support)
     qry = to_numpy(query_volume, "query_volume")
     if qry.ndim != 3:
         raise ValueError(f"query_volume must be a (D, H, W) volume, got shape {qry.shape}")
@@ -511,39 +443,67 @@ def segment_with(
     out_size = (int(qry.shape[1]), int(qry.shape[2]))
 
     feats_q = predictor.encode_slices(qry)
-    pos = _query_positions(config, feats_q, support)
+    positions = [_query_positions(config, feats_q, s) for s in supports]
     best = np.zeros(qry.shape, np.float32)
     result = np.zeros(qry.shape, np.int64)
-    for cls in support.classes:
-        present = support.slices[cls]
-        if config.localise == "none":
-            inside = np.ones(len(qry), bool)
-        else:
-            inside = (pos >= present.min() - 0.5) & (pos <= present.max() + 0.5)
-            inside = _widen(inside, config.margin)
-        groups = _support_groups(config, present, pos, inside)
-        if not groups:
+    for cls in supports[0].classes:
+        inside = _localise(config, [s.slices[cls] for s in supports], positions)
+        zs = np.flatnonzero(inside)
+        if zs.size == 0:
             continue
-        # every group's support set pooled in one call; each query slice picks its own
-        sets = support.support_sets(cls, list(groups))
-        items = np.concatenate([np.full(len(zs), g) for g, zs in enumerate(groups.values())])
-        slices = np.concatenate(list(groups.values()))
-        for start in range(0, len(slices), _SLICES_PER_CALL):
-            zs, chunk = (
-                slices[start : start + _SLICES_PER_CALL],
-                items[start : start + _SLICES_PER_CALL],
-            )
-            proba = predictor.probabilities(feats_q[zs], sets.select(chunk), out_size)
-            proba = proba[:, 1].cpu().numpy()
-            take = (proba > config.threshold) & (proba > best[zs])
-            best[zs] = np.where(take, proba, best[zs])
-            result[zs] = np.where(take, cls, result[zs])
+        proba = np.zeros((zs.size, *out_size), np.float32)
+        for sup, pos in zip(supports, positions, strict=True):
+            proba += _class_probabilities(predictor, config, sup, cls, feats_q, pos, zs, out_size)
+        proba /= len(supports)
+        take = (proba > config.threshold) & (proba > best[zs])
+        best[zs] = np.where(take, proba, best[zs])
+        result[zs] = np.where(take, cls, result[zs])
     return clean_up(
         result,
-        support.classes,
+        supports[0].classes,
         largest_component=config.largest_component,
         fill_holes=config.fill_holes,
     )
+
+
+def _localise(
+    config: VolumeConfig, present: Sequence[np.ndarray], positions: Sequence[np.ndarray]
+) -> np.ndarray:
+    """The query slices ``(D,)`` bool to segment for a class: those that at least half the
+    supports align with the class's extent (``present``: its slices in each support)."""
+    depth = len(positions[0])
+    if config.localise == "none":
+        return np.ones(depth, bool)
+    votes = np.zeros(depth, np.int64)
+    for slices, pos in zip(present, positions, strict=True):
+        votes += (pos >= slices.min() - 0.5) & (pos <= slices.max() + 0.5)
+    return _widen(2 * votes >= len(positions), config.margin)
+
+
+def _class_probabilities(
+    predictor: SupportQueryPredictor,
+    config: VolumeConfig,
+    support: VolumeSupport,
+    cls: int,
+    feats_q: Tensor,
+    pos: np.ndarray,
+    zs: np.ndarray,
+    out_size: tuple[int, int],
+) -> np.ndarray:
+    """Foreground probability ``(len(zs), H', W')`` of class ``cls`` in query slices ``zs``,
+    each 1-way with the support slices `_support_groups` picks for it."""
+    groups = _support_groups(config, support.slices[cls], pos, zs)
+    # every group's support set pooled in one call; each query slice picks its own
+    sets = support.support_sets(cls, list(groups))
+    items = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups.values())])
+    slices = np.concatenate(list(groups.values()))
+    rows = np.searchsorted(zs, slices)  # zs is sorted and the groups hold each of its slices
+    out = np.zeros((len(zs), *out_size), np.float32)
+    for start in range(0, len(slices), _SLICES_PER_CALL):
+        chunk = slice(start, start + _SLICES_PER_CALL)
+        proba = predictor.probabilities(feats_q[slices[chunk]], sets.select(items[chunk]), out_size)
+        out[rows[chunk]] = proba[:, 1].float().cpu().numpy()
+    return out
 
 
 def _query_positions(config: VolumeConfig, feats_q: Tensor, support: VolumeSupport) -> np.ndarray:
@@ -562,21 +522,21 @@ def _widen(inside: np.ndarray, margin: int) -> np.ndarray:
 
 
 def _support_groups(
-    config: VolumeConfig, present: np.ndarray, pos: np.ndarray, inside: np.ndarray
+    config: VolumeConfig, present: np.ndarray, pos: np.ndarray, zs: np.ndarray
 ) -> dict[tuple[int, ...], np.ndarray]:
-    """Query slices grouped by the support slices they are segmented with."""
+    """Query slices ``zs`` grouped by the support slices they are segmented with."""
     groups: dict[tuple[int, ...], list[int]] = {}
     if config.support == "chunks":  # the paper protocol's rules, at the aligned position
         from fewshotseg.evaluation import chunk_centres, chunk_of
 
         picks = chunk_centres(present, config.parts)
         lo, hi = int(present.min()), int(present.max())
-        for z in np.flatnonzero(inside):
+        for z in zs:
             chunk = chunk_of(pos[z], lo, hi, config.parts)
             groups.setdefault((picks[chunk],), []).append(int(z))
     else:
         k = min(config.shots, len(present))
-        for z in np.flatnonzero(inside):
+        for z in zs:
             nearest = np.argsort(np.abs(present - pos[z]), kind="stable")[:k]
             groups.setdefault(tuple(sorted(int(present[i]) for i in nearest)), []).append(int(z))
     return {key: np.asarray(zs) for key, zs in groups.items()}
@@ -585,6 +545,32 @@ def _support_groups(
 # --------------------------------------------------------------------------------------------
 # input checks
 # --------------------------------------------------------------------------------------------
+
+
+def _check_prepared(
+    predictor: SupportQueryPredictor, support: VolumeSupport | Sequence[VolumeSupport]
+) -> list[VolumeSupport]:
+    supports = [support] if isinstance(support, VolumeSupport) else support
+    if not isinstance(supports, Sequence) or not supports:
+        raise TypeError(
+            f"support must be a VolumeSupport or a non-empty sequence of them, got "
+            f"{type(support).__name__}"
+        )
+    for sup in supports:
+        if not isinstance(sup, VolumeSupport):
+            raise TypeError(f"support must be a VolumeSupport, got {type(sup).__name__}")
+        if sup.predictor is not predictor or sup.modality != predictor.modality:
+            raise ValueError(
+                "this VolumeSupport was prepared by another predictor (or another modality); "
+                "prepare it again with prepare_support(predictor, ...)"
+            )
+    if len({sup.classes for sup in supports}) > 1:
+        raise ValueError(
+            "the supports label different classes "
+            f"({', '.join(str(list(sup.classes)) for sup in supports)}); pass classes=[...] "
+            "that each of them labels when preparing them"
+        )
+    return list(supports)
 
 
 def _check_support(

@@ -313,6 +313,35 @@ def test_predict_with_chosen_support_slices(data, checkpoint, tmp_path, monkeypa
     np.testing.assert_array_equal(pred, predict(predictor, s_img, s_mask, q_img))
 
 
+def test_predict_with_several_support_scans(data, checkpoint, tmp_path, capsys):
+    """--add-support SCAN LABEL: the file is segment_volume's answer with both supports, and
+    a second support that lacks a chosen class, or --support-slices beside it, is refused."""
+    from fewshotseg.inference import SupportQueryPredictor
+
+    out = tmp_path / "pred.nii.gz"
+    files = [str(data / f) for f in ("image_1.nii.gz", "label_1.nii.gz", "image_2.nii.gz")]
+    extra = ["--add-support", str(data / "image_3.nii.gz"), str(data / "label_3.nii.gz")]
+    assert cli.main(["predict", *files, *extra, "--checkpoint", str(checkpoint), "-o", str(out),
+                     "--quiet"]) == 0  # fmt: skip
+    predictor = SupportQueryPredictor.from_checkpoint(checkpoint / "last.pt", device="cpu")
+    scans = [load_volume(data / f"image_{i}.nii.gz").array for i in (1, 3)]
+    labels = [load_label_map(data / f"label_{i}.nii.gz") for i in (1, 3)]
+    query = load_volume(data / "image_2.nii.gz").array
+    expected = predictor.segment_volume(scans, labels, query, classes=[1, 2])
+    np.testing.assert_array_equal(load_label_map(out), expected)
+    assert not np.array_equal(expected, predictor.segment_volume(scans[0], labels[0], query))
+
+    empty = tmp_path / "label_empty.nii.gz"
+    save_volume(np.where(labels[1] == 2, 0, labels[1]).astype(np.uint8), empty,
+                like=load_volume(data / "label_3.nii.gz"))  # fmt: skip
+    assert cli.main(["predict", *files, "--add-support", str(data / "image_3.nii.gz"),
+                     str(empty), "--checkpoint", str(checkpoint), "--quiet"]) == 1  # fmt: skip
+    assert f"{str(empty)!r} has no voxel of class(es) [2]" in _error_line(capsys)
+    assert cli.main(["predict", *files, *extra, "--support-slices", "2", "--checkpoint",
+                     str(checkpoint), "--quiet"]) == 1  # fmt: skip
+    assert "drop --add-support" in _error_line(capsys)
+
+
 def test_evaluate_prints_and_saves_a_table(data, checkpoint, tmp_path, capsys):
     out = tmp_path / "dice.csv"
     assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--images",

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 from fewshotseg import ALPNet, SupportQueryPredictor, evaluation
 from fewshotseg.models.alp import AdaptiveLocalPrototypePool
 from fewshotseg.preprocess import mri
-from fewshotseg.volume import VolumeConfig, align_slices, clean_up, dtw_path, segment_volume
+from fewshotseg.volume import (
+    VolumeConfig,
+    align_slices,
+    clean_up,
+    dtw_path,
+    prepare_support,
+    segment_volume,
+    segment_with,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
@@ -216,6 +224,101 @@ def test_a_support_prepared_by_another_predictor_is_refused(predictor):
         predictor.segment_volume_with((image, labels), image)
     with pytest.raises(ValueError, match="query_volume"):
         other.segment_volume_with(support, image[0])
+
+
+# -------------------------------------------------------------------------- several supports
+
+
+@pytest.mark.parametrize("localise", ["align", "relative"])
+def test_the_same_support_twice_gives_the_labels_of_one(predictor, localise):
+    # two identical supports vote alike and their mean probability is each one's
+    image, labels = scan(depth=12)
+    labels[6:10, 2:8, 2:8] = 1
+    query = scan(depth=9, seed=1)[0]
+    support = prepare_support(predictor, image, labels)
+    config = VolumeConfig(localise=localise, threshold=0.3)
+    one = segment_with(predictor, support, query, config=config)
+    np.testing.assert_array_equal(segment_with(predictor, [support, support], query,
+                                               config=config), one)  # fmt: skip
+    np.testing.assert_array_equal(segment_with(predictor, [support], query, config=config), one)
+
+
+def _support_with_extent(predictor, lo: int, hi: int):
+    image, labels = scan(depth=14)
+    labels[:] = 0
+    labels[lo : hi + 1, 10:30, 12:28] = 2
+    return prepare_support(predictor, image, labels)
+
+
+@pytest.mark.parametrize(
+    ("extents", "expected"),
+    [
+        ([(2, 5), (3, 6), (10, 12)], {3, 4, 5}),  # two of three agree: the odd one is outvoted
+        ([(2, 5), (10, 12)], {2, 3, 4, 5, 10, 11, 12}),  # one of two is half: either extent
+        ([(2, 5), (3, 6), (4, 7), (10, 12)], {3, 4, 5, 6}),  # at least two of four
+    ],
+)
+def test_a_class_is_segmented_where_at_least_half_the_supports_put_it(
+    predictor, extents, expected
+):
+    # relative depth on equal depths maps query slice z to support slice z in every support,
+    # and threshold 0 segments every localised slice: the labelled slices are the vote
+    supports = [_support_with_extent(predictor, lo, hi) for lo, hi in extents]
+    query = scan(depth=14, seed=3)[0]
+    config = VolumeConfig(localise="relative", threshold=0.0, largest_component=False)
+    out = segment_with(predictor, supports, query, config=config)
+    assert set(np.flatnonzero((out == 2).any(axis=(1, 2))).tolist()) == expected
+
+
+@pytest.mark.parametrize(("threshold", "labelled"), [(0.5, True), (0.6, False)])
+def test_supports_average_their_probabilities_before_the_threshold(
+    predictor, monkeypatch, threshold, labelled
+):
+    # support A says 0.9 everywhere, support B 0.2: the mean 0.55 passes 0.5, not 0.6
+    from fewshotseg import volume
+
+    a, b = (prepare_support(predictor, *scan()) for _ in range(2))
+    level = {id(a): 0.9, id(b): 0.2}
+
+    def constant(predictor, config, support, cls, feats_q, pos, zs, out_size):
+        return np.full((len(zs), *out_size), level[id(support)], np.float32)
+
+    monkeypatch.setattr(volume, "_class_probabilities", constant)
+    config = VolumeConfig(localise="none", threshold=threshold)
+    out = segment_with(predictor, [a, b], scan()[0], config=config)
+    assert bool((out == 2).all()) is labelled and bool((out == 0).all()) is not labelled
+
+
+def test_several_support_volumes_through_segment_volume(predictor):
+    image, labels = scan(depth=12)
+    other, other_labels = scan(depth=10, seed=4)
+    query = scan(depth=9, seed=1)[0]
+    both = [prepare_support(predictor, image, labels),
+            prepare_support(predictor, other, other_labels)]  # fmt: skip
+    expected = segment_with(predictor, both, query)
+    got = predictor.segment_volume([image, other], [labels, other_labels], query)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_bad_sets_of_supports_raise_clear_errors(predictor):
+    image, labels = scan()
+    two = labels.copy()
+    two[1, :4, :4] = 1
+    with pytest.raises(ValueError, match="as many label volumes"):
+        predictor.segment_volume([image, image], labels, image)
+    with pytest.raises(ValueError, match="as many label volumes"):
+        predictor.segment_volume([image, image], [labels], image)
+    with pytest.raises(ValueError, match="label different classes"):
+        predictor.segment_volume([image, image], [labels, two], image)
+    # naming the classes both label settles it
+    out = predictor.segment_volume([image, image], [labels, two], image, classes=[2])
+    assert set(np.unique(out).tolist()) <= {0, 2}
+    with pytest.raises(TypeError, match="non-empty sequence"):
+        predictor.segment_volume_with([], image)
+    other = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32)
+    mixed = [prepare_support(predictor, image, labels), prepare_support(other, image, labels)]
+    with pytest.raises(ValueError, match="another predictor"):
+        predictor.segment_volume_with(mixed, image)
 
 
 def test_a_model_without_local_prototypes_segments_volumes_too():

@@ -358,12 +358,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
     query = _load_scan(query_path, args.axis)
     predictor, modality = _load_predictor(args)
     classes = args.classes or [int(v) for v in np.unique(labels) if v != 0]
-    missing = [c for c in classes if not (labels == c).any()]
-    if missing or not classes:
-        raise CLIError(
-            f"the support label {str(label_path)!r} has no voxel of class(es) "
-            f"{missing or 'any'}; choose classes it contains"
+    supports = [(support, labels, label_path)]
+    for extra_scan, extra_label in args.add_support:
+        scan_path, extra_path = expand_paths([extra_scan, extra_label])
+        scan = _load_scan(scan_path, args.axis)
+        supports.append(
+            (scan, _load_labels(extra_path, args.axis, scan, "support label"), extra_path)
         )
+    if args.support_slices and len(supports) > 1:
+        raise CLIError("--support-slices picks slices of one support scan; drop --add-support")
+    for _, label_map, path in supports:
+        missing = [c for c in classes if not (label_map == c).any()]
+        if missing or not classes:
+            raise CLIError(
+                f"the support label {str(path)!r} has no voxel of class(es) "
+                f"{missing or 'any'}; choose classes it contains (--classes)"
+            )
     started = time.perf_counter()
     if args.support_slices:
         s_img = apply_recipe(support.array, modality)
@@ -378,7 +388,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         prediction = predictor.predict(s_img[zs], mask, q_img)
     else:
         # raw volumes: the predictor applies its intensity recipe (modality) itself
-        prediction = predictor.segment_volume(support.array, labels, query.array, classes=classes)
+        scans, label_maps = [s.array for s, _, _ in supports], [lab for _, lab, _ in supports]
+        if len(supports) == 1:
+            scans, label_maps = scans[0], label_maps[0]
+        prediction = predictor.segment_volume(scans, label_maps, query.array, classes=classes)
     prediction = np.asarray(prediction)
     out = Path(args.out) if args.out else sibling_path(query_path, PREDICTION_TAG)
     save_volume(prediction.astype(_label_dtype(int(prediction.max(initial=0)))), out, like=query)
@@ -386,8 +399,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     counts = {int(c): int((prediction == c).sum()) for c in classes}
     print(f"wrote {out} ({query.shape[0]} slices in {seconds:.1f} s; voxels per class {counts})")
     if args.overlay:
+        more = f" + {len(supports) - 1} more" if len(supports) > 1 else ""
         _write_overlay(args, query.array, prediction, classes, f"{query_path.name}: prediction "
-                       f"from {support_path.name}")  # fmt: skip
+                       f"from {support_path.name}{more}")  # fmt: skip
     return 0
 
 
