@@ -451,13 +451,16 @@ def segment_with(
         zs = np.flatnonzero(inside)
         if zs.size == 0:
             continue
-        proba = np.zeros((zs.size, *out_size), np.float32)
-        for sup, pos in zip(supports, positions, strict=True):
-            proba += _class_probabilities(predictor, config, sup, cls, feats_q, pos, zs, out_size)
-        proba /= len(supports)
-        take = (proba > config.threshold) & (proba > best[zs])
-        best[zs] = np.where(take, proba, best[zs])
-        result[zs] = np.where(take, cls, result[zs])
+        plans = [
+            _support_plan(config, s, cls, p, zs) for s, p in zip(supports, positions, strict=True)
+        ]
+        for start in range(0, zs.size, _SLICES_PER_CALL):  # bounds the memory per call
+            part = slice(start, start + _SLICES_PER_CALL)
+            chunk = zs[part]
+            proba = _mean_foreground(predictor, feats_q[chunk], plans, part, out_size)
+            take = (proba > config.threshold) & (proba > best[chunk])
+            best[chunk] = np.where(take, proba, best[chunk])
+            result[chunk] = np.where(take, cls, result[chunk])
     return clean_up(
         result,
         supports[0].classes,
@@ -480,30 +483,32 @@ def _localise(
     return _widen(2 * votes >= len(positions), config.margin)
 
 
-def _class_probabilities(
+def _support_plan(
+    config: VolumeConfig, support: VolumeSupport, cls: int, pos: np.ndarray, zs: np.ndarray
+) -> tuple[EncodedSupport, np.ndarray]:
+    """The support sets of class ``cls`` for query slices ``zs`` (sorted): the `EncodedSupport`
+    of every group `_support_groups` makes, pooled in one call, and each slice's group."""
+    groups = _support_groups(config, support.slices[cls], pos, zs)
+    items = np.empty(zs.size, np.int64)
+    for g, members in enumerate(groups.values()):
+        items[np.searchsorted(zs, members)] = g
+    return support.support_sets(cls, list(groups)), items
+
+
+def _mean_foreground(
     predictor: SupportQueryPredictor,
-    config: VolumeConfig,
-    support: VolumeSupport,
-    cls: int,
-    feats_q: Tensor,
-    pos: np.ndarray,
-    zs: np.ndarray,
+    feats: Tensor,
+    plans: Sequence[tuple[EncodedSupport, np.ndarray]],
+    part: slice,
     out_size: tuple[int, int],
 ) -> np.ndarray:
-    """Foreground probability ``(len(zs), H', W')`` of class ``cls`` in query slices ``zs``,
-    each 1-way with the support slices `_support_groups` picks for it."""
-    groups = _support_groups(config, support.slices[cls], pos, zs)
-    # every group's support set pooled in one call; each query slice picks its own
-    sets = support.support_sets(cls, list(groups))
-    items = np.concatenate([np.full(len(g), i) for i, g in enumerate(groups.values())])
-    slices = np.concatenate(list(groups.values()))
-    rows = np.searchsorted(zs, slices)  # zs is sorted and the groups hold each of its slices
-    out = np.zeros((len(zs), *out_size), np.float32)
-    for start in range(0, len(slices), _SLICES_PER_CALL):
-        chunk = slice(start, start + _SLICES_PER_CALL)
-        proba = predictor.probabilities(feats_q[slices[chunk]], sets.select(items[chunk]), out_size)
-        out[rows[chunk]] = proba[:, 1].float().cpu().numpy()
-    return out
+    """A class's foreground probability ``(len(feats), H', W')`` in the query slices ``part``
+    of the plans' slices, averaged over the supports (one `_support_plan` each)."""
+    total = np.zeros((len(feats), *out_size), np.float32)
+    for sets, items in plans:
+        proba = predictor.probabilities(feats, sets.select(items[part]), out_size)
+        total += proba[:, 1].float().cpu().numpy()
+    return total / len(plans)
 
 
 def _query_positions(config: VolumeConfig, feats_q: Tensor, support: VolumeSupport) -> np.ndarray:

@@ -280,10 +280,22 @@ def test_supports_average_their_probabilities_before_the_threshold(
     a, b = (prepare_support(predictor, *scan()) for _ in range(2))
     level = {id(a): 0.9, id(b): 0.2}
 
-    def constant(predictor, config, support, cls, feats_q, pos, zs, out_size):
-        return np.full((len(zs), *out_size), level[id(support)], np.float32)
+    class Level:  # stands for a support's pooled sets: it only carries the level
+        def __init__(self, value):
+            self.value = value
 
-    monkeypatch.setattr(volume, "_class_probabilities", constant)
+        def select(self, items):
+            return self
+
+    def plan(config, support, cls, pos, zs):
+        return Level(level[id(support)]), np.zeros(len(zs), np.int64)
+
+    def probabilities(feats, sets, out_size):
+        fg = torch.full((len(feats), 1, *out_size), sets.value)
+        return torch.cat([1 - fg, fg], dim=1)
+
+    monkeypatch.setattr(volume, "_support_plan", plan)
+    monkeypatch.setattr(predictor, "probabilities", probabilities)
     config = VolumeConfig(localise="none", threshold=threshold)
     out = segment_with(predictor, [a, b], scan()[0], config=config)
     assert bool((out == 2).all()) is labelled and bool((out == 0).all()) is not labelled
