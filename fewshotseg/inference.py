@@ -616,9 +616,15 @@ class SupportQueryPredictor:
             >>> out.shape, out.dtype
             ((7, 40, 40), dtype('int64'))
 
+        Several labelled support scans (lists of volumes and of their labels) vote on where
+        each class lies in the query and average their probabilities: one scan's unusual
+        anatomy then matters far less (docs/results.md).
+
         Args:
-            support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed.
-            support_labels: ``(D_s, H, W)`` integer labels of the support volume.
+            support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed; or a list
+                of such volumes.
+            support_labels: ``(D_s, H, W)`` integer labels of the support volume; or a list,
+                one per support volume.
             query_volume: ``(D, H', W')`` image; no labels.
             classes: label values to segment (default: every nonzero support label).
             config: a `fewshotseg.volume.VolumeConfig` (default: the measured best).
@@ -669,7 +675,8 @@ class SupportQueryPredictor:
         """`segment_volume` with a support from `encode_support_volume`.
 
         Args:
-            support: a `fewshotseg.volume.VolumeSupport` prepared by this predictor.
+            support: a `fewshotseg.volume.VolumeSupport` prepared by this predictor, or a list
+                of them (several support scans, see `segment_volume`).
             query_volume: ``(D, H', W')`` image; no labels.
             config: a `fewshotseg.volume.VolumeConfig` (default: the measured best).
 
