@@ -142,11 +142,12 @@ def load_fold(args: argparse.Namespace) -> tuple[dict, Fold, list[str]]:
 def main() -> None:
     parser = fold_arguments(__doc__)
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
-    parser.add_argument("--support", help="this patient as the support instead of the fold's")
-    parser.add_argument("--supports", default="1",
-                        help="comma-separated counts of support scans, e.g. 1,2,3: the first N "
-                        "patients of the support's group (the fold's support first); the queries "
-                        "leave out all of the largest count's")
+    parser.add_argument("--support", help="this patient as the support instead of the fold's "
+                        "(ID1,ID2,...: these as several supports)")
+    parser.add_argument("--supports", help="comma-separated counts of support scans, e.g. 1,2,3: "
+                        "the first N of --support's patients, or else of the support's group "
+                        "(the fold's support first); the queries leave out all of the largest "
+                        "count's (default: 1, or every --support patient)")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
     parser.add_argument("--threads", type=int, default=2)
@@ -166,19 +167,22 @@ def main() -> None:
         return
 
     cases, fold, ids = load_fold(args)
-    counts = sorted({int(n) for n in args.supports.split(",")})
-    if args.support and args.support not in cases:
+    named = args.support.split(",") if args.support else []
+    default = str(len(named) or 1)
+    counts = sorted({int(n) for n in (args.supports or default).split(",")})
+    unknown = [i for i in named if i not in cases]
+    if unknown:
         known = ", ".join(sorted(cases, key=int))
-        raise SystemExit(f"no patient {args.support} in {args.data} (it has {known})")
-    if args.support and counts != [1]:
-        raise SystemExit("--support names one support scan; leave --supports at 1 with it")
-    if args.support:
-        support_ids = [args.support]
+        raise SystemExit(f"no patient {unknown} in {args.data} (it has {known})")
+    if named and counts[-1] > len(named):
+        raise SystemExit(f"--supports {counts[-1]} needs as many --support patients")
+    if named:
+        support_ids = named
     else:  # the protocol's support is the first of the next fold's group: take the next ones
         folds = evaluation.cross_validation_folds(sorted(cases, key=int))
         support_ids = [str(i) for i in folds[(args.fold + 1) % len(folds)].test[: counts[-1]]]
-    if support_ids[0] in ids:
-        raise SystemExit(f"support {support_ids[0]} is one of the queries {ids}")
+    if args.split == "test" and set(support_ids) & set(ids):
+        raise SystemExit(f"supports {support_ids} include some of the queries {ids}")
     ids = [q for q in ids if q not in support_ids][args.skip :]
     if args.queries:
         ids = ids[: args.queries]
@@ -280,7 +284,13 @@ def timing(args: argparse.Namespace) -> None:
     queries = ids[: args.queries or len(ids)]
     legacy = "segment_volume of 0.1 (the baseline)"
     reused = "default, support prepared once for the fold's queries (per query)"
-    rows = {legacy: [], **rows, reused: []}
+    three = "default, 3 supports prepared once for the fold's queries (per query)"
+    rows = {legacy: [], **rows, reused: [], three: []}
+    supports = [support]  # with --fold: and the next two of the support's group
+    if not args.pair:
+        folds = evaluation.cross_validation_folds(sorted(cases, key=int))
+        supports += [cases[str(i)] for i in folds[(args.fold + 1) % len(folds)].test[1:3]]
+    queries = [q for q in queries if q not in {c.id for c in supports}]
     # the 0.1 code took preprocessed volumes (the recipe is timed in the other rows)
     s_pre = fss.preprocess.apply_recipe(s_img, predictor.modality)
     for _ in range(2):
@@ -300,6 +310,13 @@ def timing(args: argparse.Namespace) -> None:
         for q in queries:
             predictor.segment_volume_with(prepared, cases[q].image.array)
         rows[reused].append((time.perf_counter() - start) / len(queries))
+        if len(supports) == 3:
+            start = time.perf_counter()
+            several = [predictor.encode_support_volume(c.image.array, c.label.astype(np.int64),
+                                                       classes=list(ORGANS)) for c in supports]
+            for q in queries:
+                predictor.segment_volume_with(several, cases[q].image.array)
+            rows[three].append((time.perf_counter() - start) / len(queries))
     base = statistics.median(rows[legacy])
     where = torch.cuda.get_device_name() if args.device.startswith("cuda") else (
         f"{platform.processor() or platform.machine()}, {args.threads} threads")
@@ -308,6 +325,8 @@ def timing(args: argparse.Namespace) -> None:
           f"mean over the fold's {len(queries)} queries, support encoding included, twice")
     print("| pipeline | s / volume (median) | ratio |\n| --- | --- | --- |")
     for name, times in rows.items():
+        if not times:
+            continue
         med = statistics.median(times)
         print(f"| {name} | {med:.2f} | {med / base:.2f}x |")
 
