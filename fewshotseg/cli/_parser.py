@@ -323,7 +323,8 @@ def _add_predict(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
         metavar=("SCAN", "LABEL"),
         help="another labelled support scan (repeat for more): the supports vote on where each "
         "organ lies in the query and average their probabilities, so one scan's unusual "
-        "anatomy matters far less (on CHAOS 3 scans beat 1 by ~6 Dice points, docs/results.md)",
+        "anatomy matters far less (on CHAOS, five folds: 70.3 Dice with 1 scan, 78.9 with 3; "
+        "docs/results.md)",
     )
     p.add_argument("-o", "--out", help="label file to write (default: QUERY.prediction.<suffix>)")
     p.add_argument(
