@@ -243,6 +243,23 @@ def test_the_same_support_twice_gives_the_labels_of_one(predictor, localise):
     np.testing.assert_array_equal(segment_with(predictor, [support], query, config=config), one)
 
 
+@settings(max_examples=6, deadline=None)
+@given(seed=st.integers(0, 1000), depth=st.integers(7, 12), localise=st.sampled_from(
+    ["align", "relative"]))  # fmt: skip
+def test_the_order_of_two_supports_does_not_matter(predictor, seed, depth, localise):
+    # the vote counts and a sum of two probabilities are symmetric, to the last bit
+    image, labels = scan(depth=12, seed=seed)
+    other, other_labels = scan(depth=depth, seed=seed + 1)
+    other_labels = np.roll(other_labels, 1, axis=0)  # the class a slice lower
+    query = scan(depth=9, seed=seed + 2)[0]
+    a = prepare_support(predictor, image, labels)
+    b = prepare_support(predictor, other, other_labels)
+    config = VolumeConfig(localise=localise, threshold=0.3)
+    ab = segment_with(predictor, [a, b], query, config=config)
+    assert (ab == 2).any()  # something to compare
+    np.testing.assert_array_equal(ab, segment_with(predictor, [b, a], query, config=config))
+
+
 def _support_with_extent(predictor, lo: int, hi: int):
     image, labels = scan(depth=14)
     labels[:] = 0
