@@ -16,6 +16,7 @@ only the prototype matching.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import time
@@ -106,6 +107,25 @@ class ScaleAveragedPredictor(CachedPredictor):
         return total / 3
 
 
+HALVES = (", extent of the first alone", ", probabilities of the first alone")
+
+
+@contextlib.contextmanager
+def one_half(half: str):
+    """Several supports with one half of `segment_with`'s rule only (a measurement, patched in
+    for the call): the extent or the probabilities from the first support alone."""
+    localise, mean_foreground = fss.volume._localise, fss.volume._mean_foreground
+    if half == HALVES[0]:
+        fss.volume._localise = lambda config, present, pos: localise(config, present[:1], pos[:1])
+    elif half == HALVES[1]:
+        fss.volume._mean_foreground = lambda predictor, feats, plans, part, size: (
+            mean_foreground(predictor, feats, plans[:1], part, size))
+    try:
+        yield
+    finally:
+        fss.volume._localise, fss.volume._mean_foreground = localise, mean_foreground
+
+
 def dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:
     p, t = pred == cls, truth == cls
     denom = p.sum() + t.sum()
@@ -150,6 +170,10 @@ def main() -> None:
                         "count's (default: 1, or every --support patient)")
     parser.add_argument("--queries", type=int, default=0, help="first N queries only (0 = all)")
     parser.add_argument("--skip", type=int, default=0, help="skip the first N queries")
+    parser.add_argument("--halves", action="store_true",
+                        help="with several supports, also each half of the rule alone: the "
+                        "first support's extent with averaged probabilities, and the vote's "
+                        "extent with the first support's probabilities")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tta", choices=["none", "flip", "scale"], default="none",
                         help="flip: average each slice's features with its mirror image's; "
@@ -195,14 +219,18 @@ def main() -> None:
                                            cases[i].label.astype(np.int64), classes=list(ORGANS))
                 for i in support_ids]
     results: dict[str, dict[str, dict[int, float]]] = {}
-    for name, n in [(name, n) for name in chosen for n in counts]:
-        row = name if counts == [1] else f"{name}, {n} support{'s' * (n > 1)}"
+    runs = [(name, n, "") for name in chosen for n in counts]
+    if args.halves:
+        runs += [(name, counts[-1], half) for name in chosen for half in HALVES]
+    for name, n, half in runs:
+        row = name if counts == [1] else f"{name}, {n} support{'s' * (n > 1)}{half}"
         start = time.perf_counter()
         per_query = {}
         for q in ids:
             case = cases[q]
-            pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
-                                           config=VARIANTS[name])
+            with one_half(half):
+                pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
+                                               config=VARIANTS[name])
             per_query[q] = {c: dice(pred, case.label, c) for c in ORGANS}
         results[row] = per_query
         organ = organ_means(per_query)
