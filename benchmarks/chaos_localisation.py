@@ -46,13 +46,11 @@ def segment_organ(predictor, support, feats_q, cls, pos, inside, size) -> np.nda
     """Probabilities ``(D, H, W)`` of organ ``cls`` on the query slices ``inside`` (0 elsewhere),
     each slice with its nearest aligned support slices, as `segment_with` does for one class."""
     proba = np.zeros((len(pos), *size), np.float32)
-    groups = volume._support_groups(CONFIG, support.slices[cls], pos, inside)
-    sets = support.support_sets(cls, list(groups))
-    for g, zs in enumerate(groups.values()):
-        for start in range(0, len(zs), volume._SLICES_PER_CALL):
-            chunk = zs[start : start + volume._SLICES_PER_CALL]
-            p = predictor.probabilities(feats_q[chunk], sets.select(np.full(len(chunk), g)), size)
-            proba[chunk] = p[:, 1].float().cpu().numpy()
+    zs = np.flatnonzero(inside)
+    plan = volume._support_plan(CONFIG, support, cls, pos, zs)
+    for start in range(0, zs.size, volume._SLICES_PER_CALL):
+        part = slice(start, start + volume._SLICES_PER_CALL)
+        proba[zs[part]] = volume._mean_foreground(predictor, feats_q[zs[part]], [plan], part, size)
     return proba
 
 
@@ -61,11 +59,6 @@ def encode_volume(predictor, image: np.ndarray) -> torch.Tensor:
     if predictor.modality is not None:
         image = apply_recipe(image, predictor.modality)
     return predictor.encode_slices(np.asarray(image, np.float32))
-
-
-def aligned_extent(pos: np.ndarray, present: np.ndarray) -> np.ndarray:
-    """The query slices whose aligned position falls in the support's extent (`segment_with`)."""
-    return (pos >= present[0] - 0.5) & (pos <= present[-1] + 0.5)
 
 
 def labels_from(proba: np.ndarray, inside: np.ndarray, cls: int) -> np.ndarray:
@@ -173,7 +166,7 @@ def compare_alignments(predictor, cases, fold) -> None:
             for c in ORGANS:
                 present = np.flatnonzero(extents[s][c])
                 if len(present) and extents[q][c].any():
-                    scores[c].append(iou(aligned_extent(pos, present), extents[q][c]))
+                    scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
         organ = [float(np.mean(v)) for v in scores.values()]
         print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in organ) +
               f" | **{np.mean(organ):.3f}** |", flush=True)
@@ -209,7 +202,7 @@ def main() -> None:
             if not truth.any():
                 continue
             present = support.slices[cls]
-            aligned = aligned_extent(pos, present)
+            aligned = volume._localise(CONFIG, [present], [pos])
             every = np.ones(len(pos), bool)
             proba = segment_organ(predictor, support, feats_q, cls, pos, every, size)
             evidence = grown(aligned, (proba > CONFIG.threshold).sum(axis=(1, 2)))

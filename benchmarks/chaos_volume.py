@@ -159,6 +159,13 @@ def load_fold(args: argparse.Namespace) -> tuple[dict, Fold, list[str]]:
     return cases, fold, ids
 
 
+def group_supports(cases: dict, fold: int, n: int) -> list[str]:
+    """The first ``n`` patients of the next fold's group: the protocol's support (the group's
+    first patient) and the ones after it, the supports of the several-support rows."""
+    folds = evaluation.cross_validation_folds(sorted(cases, key=int))
+    return [str(i) for i in folds[(fold + 1) % len(folds)].test[:n]]
+
+
 def main() -> None:
     parser = fold_arguments(__doc__)
     parser.add_argument("--variants", default="all", help="comma-separated indices or 'all'")
@@ -202,9 +209,8 @@ def main() -> None:
         raise SystemExit(f"--supports {counts[-1]} needs as many --support patients")
     if named:
         support_ids = named
-    else:  # the protocol's support is the first of the next fold's group: take the next ones
-        folds = evaluation.cross_validation_folds(sorted(cases, key=int))
-        support_ids = [str(i) for i in folds[(args.fold + 1) % len(folds)].test[: counts[-1]]]
+    else:
+        support_ids = group_supports(cases, args.fold, counts[-1])
     if args.split == "test" and set(support_ids) & set(ids):
         raise SystemExit(f"supports {support_ids} include some of the queries {ids}")
     ids = [q for q in ids if q not in support_ids][args.skip :]
@@ -316,8 +322,7 @@ def timing(args: argparse.Namespace) -> None:
     rows = {legacy: [], **rows, reused: [], three: []}
     supports = [support]  # with --fold: and the next two of the support's group
     if not args.pair:
-        folds = evaluation.cross_validation_folds(sorted(cases, key=int))
-        supports += [cases[str(i)] for i in folds[(args.fold + 1) % len(folds)].test[1:3]]
+        supports += [cases[i] for i in group_supports(cases, args.fold, 3)[1:]]
     queries = [q for q in queries if q not in {c.id for c in supports}]
     # the 0.1 code took preprocessed volumes (the recipe is timed in the other rows)
     s_pre = fss.preprocess.apply_recipe(s_img, predictor.modality)
