@@ -389,8 +389,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     else:
         # raw volumes: the predictor applies its intensity recipe (modality) itself
         scans, label_maps = [s.array for s, _, _ in supports], [lab for _, lab, _ in supports]
-        if len(supports) == 1:
-            scans, label_maps = scans[0], label_maps[0]
         prediction = predictor.segment_volume(scans, label_maps, query.array, classes=classes)
     prediction = np.asarray(prediction)
     out = Path(args.out) if args.out else sibling_path(query_path, PREDICTION_TAG)
