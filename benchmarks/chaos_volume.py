@@ -163,7 +163,7 @@ def group_supports(cases: dict, fold: int, n: int) -> list[str]:
     """The first ``n`` patients of the next fold's group: the protocol's support (the group's
     first patient) and the ones after it, the supports of the several-support rows."""
     folds = evaluation.cross_validation_folds(sorted(cases, key=int))
-    return [str(i) for i in folds[(fold + 1) % len(folds)].test[:n]]
+    return [str(i) for i in evaluation.support_scans(folds, fold, n)]
 
 
 def main() -> None:

@@ -27,8 +27,9 @@ stacked (once per chunk with ``ways="all"``).
 
 What the protocols produce and run over lives next door, and is re-exported here so that
 ``from fewshotseg.evaluation import ResultTable`` keeps working: the result table in
-`fewshotseg.results`, the folds and settings in `fewshotseg.folds`, the CHAOS patient ids, class
-names and setting-2 groups in `fewshotseg.datasets`.
+`fewshotseg.results`, the folds and settings in `fewshotseg.folds`, the support slices and query
+chunks of steps 1-2 in `fewshotseg.chunks`, the CHAOS patient ids, class names and setting-2
+groups in `fewshotseg.datasets`.
 
 Example:
     >>> import numpy as np
@@ -53,6 +54,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fewshotseg._checks import check_real, to_label_map, to_numpy
+from fewshotseg.chunks import (
+    _check_parts,
+    _volume_labels,
+    chunk_centres,
+    chunk_of,
+    class_slices,
+    query_chunks,
+    support_slice_indices,
+)
 from fewshotseg.datasets import CHAOS_CLASSES, CHAOS_PATIENT_IDS, SETTING2_GROUPS
 from fewshotseg.folds import (
     Fold,
@@ -61,6 +71,7 @@ from fewshotseg.folds import (
     cross_validation_folds,
     excluded_classes,
     setting_runs,
+    support_scans,
 )
 from fewshotseg.metrics import assd, confusion_counts, hd95
 from fewshotseg.results import PROTOCOLS, ResultRow, ResultTable, SummaryRow
@@ -85,6 +96,7 @@ __all__ = [
     "excluded_classes",
     "query_chunks",
     "setting_runs",
+    "support_scans",
     "support_slice_indices",
 ]
 
@@ -110,16 +122,6 @@ def __getattr__(name: str) -> Any:
 # --------------------------------------------------------------------------------------------
 
 
-def _volume_labels(labels: Any, name: str) -> np.ndarray:
-    lab = to_label_map(labels, name)
-    if lab.ndim != 3:
-        raise ValueError(
-            f"{name} must be a (D, H, W) label volume with slices along axis 0, got shape "
-            f"{lab.shape}; add a leading axis for a single slice (labels[None])."
-        )
-    return lab
-
-
 def _volume_image(image: Any, name: str) -> np.ndarray:
     image = to_numpy(image, name)
     if image.dtype != np.bool_:
@@ -130,144 +132,6 @@ def _volume_image(image: Any, name: str) -> np.ndarray:
         )
     return image.astype(np.float32, copy=False)
 
-
-def _check_parts(parts: Any) -> int:
-    if isinstance(parts, bool) or not isinstance(parts, (int, np.integer)) or parts < 1:
-        raise ValueError(f"parts must be a positive integer (the paper uses 3), got {parts!r}.")
-    return int(parts)
-
-
-# --------------------------------------------------------------------------------------------
-# slice selection
-# --------------------------------------------------------------------------------------------
-
-
-def class_slices(labels: Any, cls: int) -> list[int]:
-    """Indices of the slices (axis 0) that contain at least one voxel of ``cls``, ascending.
-
-    Args:
-        labels: ``(D, H, W)`` integer label volume, numpy or torch.
-        cls: class label value.
-
-    Example:
-        >>> lab = np.zeros((5, 2, 2), dtype=int); lab[1:3, 0, 0] = 7
-        >>> class_slices(lab, 7)
-        [1, 2]
-    """
-    lab = _volume_labels(labels, "labels")
-    cls = _check_class(cls)
-    return [int(z) for z in np.flatnonzero((lab == cls).any(axis=(1, 2)))]
-
-
-def support_slice_indices(labels: Any, cls: int, *, parts: int = 3) -> list[int]:
-    """The protocol's support slices of one class in a support volume.
-
-    With ``lst`` the slices containing ``cls`` (ascending), returns ``lst[int(p * len(lst))]`` for
-    ``p = (2 i + 1) / (2 parts)``, ``i = 0 .. parts - 1``: ``p = 1/6, 1/2, 5/6`` for the paper's
-    ``parts = 3`` (the centres of ``parts`` equal portions of the class's slices). With fewer
-    slices than ``parts``, indices repeat.
-
-    Args:
-        labels: ``(D, H, W)`` integer label volume of the support scan, numpy or torch.
-        cls: class label value.
-        parts: number of support slices (= query chunks).
-
-    Returns:
-        ``parts`` slice indices into axis 0, non-decreasing.
-
-    Raises:
-        ValueError: ``cls`` is in no slice of ``labels`` (choose a support scan that has it).
-
-    Example:
-        >>> lab = np.zeros((20, 4, 4), dtype=int); lab[5:15, 1, 1] = 1   # slices 5..14
-        >>> support_slice_indices(lab, 1)
-        [6, 10, 13]
-    """
-    parts = _check_parts(parts)
-    lst = class_slices(labels, cls)
-    if not lst:
-        raise ValueError(
-            f"class {cls} appears in no slice of the support volume; pick a support scan that "
-            "contains every evaluated class, or leave the class out of `classes`."
-        )
-    return chunk_centres(lst, parts)
-
-
-def chunk_centres(slices: Sequence[int], parts: int) -> list[int]:
-    """The centres of ``parts`` equal portions of a class's ascending slice indices:
-    ``slices[int(p * len(slices))]`` for ``p = (2 i + 1) / (2 parts)``.
-
-    Example:
-        >>> chunk_centres(list(range(5, 15)), 3)
-        [6, 10, 13]
-    """
-    return [int(slices[int(((2 * i + 1) / (2 * parts)) * len(slices))]) for i in range(parts)]
-
-
-def chunk_of(z: float, z_min: int, z_max: int, parts: int) -> int:
-    """The chunk (0 .. parts - 1) of slice position ``z`` in a class's range ``[z_min, z_max]``:
-    METHOD.md's formula; positions before / after the range go to the first / last chunk, and
-    a single-slice range to the middle chunk.
-
-    Example:
-        >>> [chunk_of(z, 5, 14, 3) for z in (0, 5, 8, 9, 14, 20)]
-        [0, 0, 1, 1, 2, 2]
-    """
-    if z < z_min:
-        return 0
-    if z > z_max:
-        return parts - 1
-    if z_max == z_min:
-        return parts // 2
-    return min(parts - 1, int((z - z_min) // ((z_max - z_min) / parts)))
-
-
-def query_chunks(
-    labels: Any, cls: int, *, parts: int = 3, whole_volume: bool = False
-) -> list[list[int]]:
-    """Split a query volume's slices into the protocol's chunks for one class.
-
-    The range ``[z_min, z_max]`` of ``cls`` comes from the query's own ground truth (the
-    protocol's known leak). Slice ``z`` in the range goes to chunk
-    ``min(parts - 1, int((z - z_min) // ((z_max - z_min) / parts)))``; a range of one slice
-    (``z_max == z_min``, where the formula divides by zero) goes to the middle chunk
-    ``parts // 2``. Slices inside the range that happen not to contain the class are included.
-
-    With ``whole_volume=True`` every slice is assigned: below ``z_min`` to chunk 0, above
-    ``z_max`` to chunk ``parts - 1``; when the class is absent from the query, the whole volume
-    ``[0, D - 1]`` is split with the same formula (relative position).
-
-    Args:
-        labels: ``(D, H, W)`` integer label volume of the query scan, numpy or torch.
-        cls: class label value.
-        parts: number of chunks (the paper uses 3).
-        whole_volume: assign every slice, not only the ground-truth range.
-
-    Returns:
-        ``parts`` ascending lists of slice indices (possibly empty; all empty when the class is
-        absent and ``whole_volume`` is False).
-
-    Example:
-        >>> lab = np.zeros((14, 4, 4), dtype=int); lab[3:12, 1, 1] = 2   # range 3..11
-        >>> query_chunks(lab, 2)
-        [[3, 4, 5], [6, 7, 8], [9, 10, 11]]
-        >>> query_chunks(lab, 2, whole_volume=True)[0]
-        [0, 1, 2, 3, 4, 5]
-    """
-    parts = _check_parts(parts)
-    lab = _volume_labels(labels, "labels")
-    present = class_slices(lab, cls)
-    chunks: list[list[int]] = [[] for _ in range(parts)]
-    if present:
-        z_min, z_max = present[0], present[-1]
-    elif whole_volume:
-        z_min, z_max = 0, lab.shape[0] - 1
-    else:
-        return chunks
-    zs = range(lab.shape[0]) if whole_volume else range(z_min, z_max + 1)
-    for z in zs:
-        chunks[chunk_of(z, z_min, z_max, parts)].append(z)
-    return chunks
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,11 +204,17 @@ def evaluate_pair(
     every class's chunk-``i`` slices. Each class is still scored on its own scored slices, from the
     pass of its own chunk. Classes compete in one softmax here, so numbers differ from 1-way.
 
+    Several support scans (the realistic protocol only): lists of support volumes and of their
+    labels go to ``segment_volume`` as they are (the supports vote on each class's extent and
+    average their probabilities); ``support_id`` may then list their ids.
+
     Args:
         predictor: object with ``predict(support_img, support_mask, query)`` or such a callable
             (see the module docstring for shapes).
-        support_image: ``(D_s, H, W)`` support volume (real numbers), numpy or torch.
+        support_image: ``(D_s, H, W)`` support volume (real numbers), numpy or torch; or a list
+            of them (``protocol="realistic"``).
         support_labels: ``(D_s, H, W)`` integer labels of the support; must contain every class.
+            A list, one per volume, with a list of support volumes.
         query_image: ``(D, H', W')`` query volume; the in-plane size may differ from the support.
         query_labels: ``(D, H', W')`` integer ground truth of the query.
         classes: class label values to evaluate.
@@ -356,7 +226,8 @@ def evaluate_pair(
         parts: support slices / query chunks per class (3 in the paper).
         class_names: ``{class_id: name}``; default ``"class_<id>"``.
         query_id: id of the query scan for the table (stored as a string).
-        support_id: id of the support scan.
+        support_id: id of the support scan; a sequence of ids with several (recorded joined by
+            ``+``, e.g. ``"8+10+13"``).
         setting: the paper's setting (1 or 2) to record, or None.
         fold: fold index to record, or None.
         distances: also compute HD95 and ASSD over the scored slices (slower).
@@ -386,14 +257,9 @@ def evaluate_pair(
         raise ValueError("classes is empty; pass the label values to evaluate, e.g. [1, 2, 3, 4].")
     if len(set(classes)) != len(classes):
         raise ValueError(f"classes has duplicates: {classes}.")
-    s_img = _volume_image(support_image, "support_image")
-    s_lab = _volume_labels(support_labels, "support_labels")
+    s_img, s_lab = _supports(support_image, support_labels, protocol)
     q_img = _volume_image(query_image, "query_image")
     q_lab = _volume_labels(query_labels, "query_labels")
-    if s_img.shape != s_lab.shape:
-        raise ValueError(
-            f"support_image {s_img.shape} and support_labels {s_lab.shape} differ in shape."
-        )
     if q_img.shape != q_lab.shape:
         raise ValueError(
             f"query_image {q_img.shape} and query_labels {q_lab.shape} differ in shape."
@@ -422,11 +288,52 @@ def evaluate_pair(
         _score_row(
             pred[c], q_lab, c, chunks[c], distances=distances, spacing=spacing,
             scan=str(query_id), class_name=str(names.get(c, f"class_{c}")), protocol=protocol,
-            setting=setting, fold=fold, support=str(support_id), ways=ways_s, parts=parts,
+            setting=setting, fold=fold, support=_support_name(support_id), ways=ways_s,
+            parts=parts,
         )
         for c in classes
     ]
     return ResultTable(rows)
+
+
+def _supports(support_image: Any, support_labels: Any, protocol: str) -> tuple[Any, Any]:
+    """The support volume and labels, checked; lists of them for several support scans."""
+    if not isinstance(support_image, (list, tuple)):
+        return _one_support(support_image, support_labels, "")
+    if protocol != "realistic":
+        raise ValueError(
+            f"several support scans need protocol='realistic'; the {protocol!r} protocol takes "
+            "its support slices from one scan."
+        )
+    if not isinstance(support_labels, (list, tuple)) or len(support_labels) != len(support_image):
+        raise ValueError(
+            f"a list of {len(support_image)} support volumes needs a list of as many label "
+            "volumes in support_labels."
+        )
+    if not support_image:
+        raise ValueError("support_image is an empty list; pass at least one support volume.")
+    pairs = [
+        _one_support(img, lab, f"[{i}]")
+        for i, (img, lab) in enumerate(zip(support_image, support_labels, strict=True))
+    ]
+    return [img for img, _ in pairs], [lab for _, lab in pairs]
+
+
+def _one_support(image: Any, labels: Any, index: str) -> tuple[np.ndarray, np.ndarray]:
+    s_img = _volume_image(image, f"support_image{index}")
+    s_lab = _volume_labels(labels, f"support_labels{index}")
+    if s_img.shape != s_lab.shape:
+        raise ValueError(
+            f"support_image{index} {s_img.shape} and support_labels{index} {s_lab.shape} differ "
+            "in shape."
+        )
+    return s_img, s_lab
+
+
+def _support_name(support_id: Any) -> str:
+    if isinstance(support_id, (list, tuple)):
+        return "+".join(str(i) for i in support_id)
+    return str(support_id)
 
 
 def _segment_volume_fn(predictor: Any) -> Callable[..., Any]:
@@ -533,13 +440,14 @@ def evaluate_fold(
 
     Args:
         predictor: see :func:`evaluate_pair`.
-        support_image: ``(D_s, H, W)`` support volume.
-        support_labels: its ``(D_s, H, W)`` integer labels.
+        support_image: ``(D_s, H, W)`` support volume; or a list of them (several support
+            scans, realistic protocol).
+        support_labels: its ``(D_s, H, W)`` integer labels; or a list, one per volume.
         queries: ``{scan_id: (image, labels)}``, each ``(D, H, W)``; a lazy mapping works (each
             scan is read once).
         classes: class label values to evaluate.
         protocol, ways, parts, class_names, setting, fold, distances: as in :func:`evaluate_pair`.
-        support_id: id of the support scan.
+        support_id: id of the support scan (a sequence of ids with several).
         spacings: ``{scan_id: (D, H, W) voxel size}`` for the distances; missing ids use 1.
         progress: show a progress bar over query scans.
 
@@ -597,6 +505,7 @@ def evaluate_cross_validation(
     distances: bool = False,
     spacings: Mapping[Hashable, Sequence[float]] | None = None,
     progress: bool = False,
+    supports: int = 1,
 ) -> ResultTable:
     """Run every fold of :func:`cross_validation_folds` over labeled scans.
 
@@ -609,6 +518,8 @@ def evaluate_cross_validation(
             with that group's classes and predictors).
         n_folds, protocol, ways, parts, class_names, setting, distances, spacings, progress:
             as in :func:`evaluate_fold`.
+        supports: support scans per fold (:func:`support_scans`: the fold's support and the
+            scans after it in its group); more than 1 needs ``protocol="realistic"``.
 
     Returns:
         The rows of every fold; ``table.mean()`` is the paper's "Mean" column.
@@ -623,11 +534,18 @@ def evaluate_cross_validation(
     """
     classes = list(classes)
     has_predict = callable(getattr(predictors, "predict", None))
+    folds = cross_validation_folds(list(scans), n_folds)
+    if supports != 1 and protocol != "realistic":
+        raise ValueError(f"supports={supports!r} needs protocol='realistic' (one support scan in "
+                         f"the {protocol!r} protocol).")
     tables = []
-    for f in cross_validation_folds(list(scans), n_folds):
+    for f in folds:
         predictor = predictors if has_predict else predictors(f)
-        s_img, s_lab = scans[f.support]
-        logger.info("fold %d: support %s, queries %s", f.index, f.support, list(f.test))
+        ids = support_scans(folds, f.index, supports)
+        several = supports != 1
+        s_img = [scans[i][0] for i in ids] if several else scans[f.support][0]
+        s_lab = [scans[i][1] for i in ids] if several else scans[f.support][1]
+        logger.info("fold %d: support %s, queries %s", f.index, list(ids), list(f.test))
         tables.append(
             evaluate_fold(
                 predictor,
@@ -639,7 +557,7 @@ def evaluate_cross_validation(
                 ways=ways,
                 parts=parts,
                 class_names=class_names,
-                support_id=f.support,
+                support_id=ids if several else f.support,
                 setting=setting,
                 fold=f.index,
                 distances=distances,

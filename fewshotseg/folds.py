@@ -29,6 +29,7 @@ __all__ = [
     "cross_validation_folds",
     "excluded_classes",
     "setting_runs",
+    "support_scans",
 ]
 
 
@@ -117,6 +118,36 @@ def cross_validation_folds(patient_ids: Iterable[Hashable], n_folds: int = 5) ->
         folds.append(Fold(index=k, test=test, support=support, train=train))
     return folds
 
+
+
+def support_scans(folds: Sequence[Fold], index: int, n: int = 1) -> tuple[Hashable, ...]:
+    """The ``n`` support scans of fold ``index`` when it takes several: its support first, then
+    the scans after it in its group (the next fold's queries).
+
+    The extra supports are training scans of this fold: self-supervised training read their
+    images, never their labels, so labelling them as supports stays few-shot (docs/results.md,
+    "Several support scans").
+
+    Args:
+        folds: the folds of :func:`cross_validation_folds`.
+        index: the fold.
+        n: number of support scans, from 1 to the size of a group.
+
+    Returns:
+        ``n`` scan ids; the first is ``folds[index].support``.
+
+    Example:
+        >>> from fewshotseg.datasets import CHAOS_PATIENT_IDS
+        >>> support_scans(cross_validation_folds(CHAOS_PATIENT_IDS), 0, n=3)
+        (8, 10, 13)
+    """
+    if not 0 <= index < len(folds):
+        raise ValueError(f"index must be in 0..{len(folds) - 1}, got {index!r}.")
+    group = folds[(index + 1) % len(folds)].test
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= len(group):
+        raise ValueError(f"n must be an integer from 1 to {len(group)} (a group), got {n!r}.")
+    assert group[0] == folds[index].support
+    return tuple(group[:n])
 
 def excluded_classes(
     setting: int,

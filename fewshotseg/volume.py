@@ -61,6 +61,7 @@ from torch import Tensor
 
 from fewshotseg._checks import to_label_map, to_numpy
 from fewshotseg.alignment import _aligned_positions, align_slices, dtw_path, slice_descriptors
+from fewshotseg.chunks import chunk_centres, chunk_of
 
 if TYPE_CHECKING:  # the predictor calls us; we only need its type for annotations
     from fewshotseg.inference import EncodedSupport, SupportQueryPredictor
@@ -538,8 +539,6 @@ def _support_groups(
     """Query slices ``zs`` grouped by the support slices they are segmented with."""
     groups: dict[tuple[int, ...], list[int]] = {}
     if config.support == "chunks":  # the paper protocol's rules, at the aligned position
-        from fewshotseg.evaluation import chunk_centres, chunk_of
-
         picks = chunk_centres(present, config.parts)
         lo, hi = int(present.min()), int(present.max())
         for z in zs:

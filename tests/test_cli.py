@@ -356,6 +356,40 @@ def test_evaluate_prints_and_saves_a_table(data, checkpoint, tmp_path, capsys):
     assert all(0.0 <= r.dice <= 1.0 for r in table)
 
 
+def test_evaluate_with_several_supports_scores_them_together(data, checkpoint, tmp_path,
+                                                              capsys):
+    out = tmp_path / "dice.json"
+    images = [str(data / f"image_{i}.nii.gz") for i in (1, 2, 3)]
+    labels = [str(data / f"label_{i}.nii.gz") for i in (1, 2, 3)]
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--images", *images,
+                     "--labels", *labels, "--supports", "2", "--protocol", "realistic",
+                     "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    assert "supports image_1.nii.gz, image_2.nii.gz, queries image_3.nii.gz" in (
+        capsys.readouterr().out)
+    from fewshotseg import SupportQueryPredictor
+    from fewshotseg.evaluation import ResultTable, evaluate_pair
+
+    table = ResultTable.load(out)
+    assert {r.support for r in table} == {"image_1.nii.gz+image_2.nii.gz"}
+    assert {r.scan for r in table} == {"image_3.nii.gz"}
+    predictor = SupportQueryPredictor.from_checkpoint(checkpoint / "last.pt", device="cpu")
+    vols = [load_volume(f).array for f in images]
+    labs = [load_label_map(f) for f in labels]
+    expected = evaluate_pair(predictor, vols[:2], labs[:2], vols[2], labs[2],
+                             [r.class_id for r in table], protocol="realistic")
+    assert [r.dice for r in table] == [r.dice for r in expected]
+    for extra, says in ((["--supports", "2"], "--protocol realistic"),
+                        (["--supports", "3", "--protocol", "realistic"], "at least 4"),
+                        (["--supports", "0"], "--supports 0")):  # fmt: skip
+        assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--images", *images,
+                         "--labels", *labels, *extra, "--quiet"]) == 1  # fmt: skip
+        assert says in _error_line(capsys)
+    assert cli.main(["evaluate", "--checkpoint", str(checkpoint), "--data", str(data),
+                     "--folds", "3", "--supports", "2", "--protocol", "realistic",
+                     "--quiet"]) == 1  # fmt: skip
+    assert "at most 1" in _error_line(capsys)
+
+
 # ---------------------------------------------------------------------------------- errors
 
 

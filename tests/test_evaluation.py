@@ -25,6 +25,7 @@ from fewshotseg.evaluation import (
     excluded_classes,
     query_chunks,
     setting_runs,
+    support_scans,
     support_slice_indices,
 )
 
@@ -416,6 +417,30 @@ def test_folds_generalise_and_sort_naturally():
         cross_validation_folds([1, "2"], n_folds=2)
 
 
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 5), st.data())
+def test_support_scans_start_with_the_fold_support_and_avoid_its_queries(n_folds, g, data):
+    folds = cross_validation_folds(range(n_folds * g), n_folds=n_folds)
+    k = data.draw(st.integers(0, n_folds - 1))
+    n = data.draw(st.integers(1, g))
+    ids = support_scans(folds, k, n)
+    assert len(ids) == len(set(ids)) == n and ids[0] == folds[k].support
+    assert not set(ids) & set(folds[k].test)  # never a query of the fold
+    assert set(ids[1:]) <= set(folds[k].train)  # training scans: images seen, labels never
+    assert ids == support_scans(folds, k, g)[:n]  # more supports extend fewer
+
+
+def test_support_scans_of_chaos_and_bad_counts():
+    folds = cross_validation_folds(CHAOS_PATIENT_IDS)
+    assert support_scans(folds, 3, 3) == (36, 37, 38) and support_scans(folds, 4, 2) == (1, 2)
+    assert support_scans(folds, 0) == (8,)
+    for n in (0, 5, 2.0, True):
+        with pytest.raises(ValueError, match="from 1 to 4"):
+            support_scans(folds, 0, n)
+    with pytest.raises(ValueError, match="index"):
+        support_scans(folds, 5, 1)
+
 def test_settings():
     assert SETTING2_GROUPS == {"upper": (1, 4), "lower": (2, 3)}
     assert excluded_classes(1, "upper") == ()
@@ -453,6 +478,56 @@ def test_evaluate_fold_and_cross_validation():
     assert all(r.setting == 1 for r in t)
     t = evaluate_cross_validation(Oracle(), scans, [1], n_folds=2)  # one predictor for all
     assert len(t) == 4
+
+
+class VolumeRecorder:
+    """A realistic-protocol predictor: records the supports segment_volume gets and returns
+    the query's labels (image = labels), as if it were perfect."""
+
+    def __init__(self):
+        self.supports = []
+
+    def predict(self, support_img, support_mask, query):
+        raise AssertionError("the realistic protocol calls segment_volume, not predict")
+
+    def segment_volume(self, volumes, labels, query, *, classes):
+        self.supports.append([int(v[0, 0, 0]) - 100 for v in volumes])
+        assert isinstance(labels, list) and len(labels) == len(volumes)
+        return np.where(np.isin(np.rint(query), classes), np.rint(query), 0).astype(np.int64)
+
+
+def test_cross_validation_with_several_supports_hands_each_fold_its_support_scans():
+    # scan i: labels QUERY and an image that is its labels but for a first voxel of 100 + i
+    scans = {}
+    for i in range(1, 7):
+        lab = QUERY.copy()
+        img = lab.astype(np.float32)
+        img[0, 0, 0] = 100 + i
+        scans[i] = (img, lab)
+    rec = VolumeRecorder()
+    t = evaluate_cross_validation(rec, scans, [1, 4], n_folds=2, protocol="realistic", supports=2)
+    assert rec.supports == [[4, 5]] * 3 + [[1, 2]] * 3  # fold 0 queries 1-3, fold 1 queries 4-6
+    assert {r.support for r in t if r.fold == 0} == {"4+5"} and t.mean() == 1.0
+    with pytest.raises(ValueError, match="needs protocol='realistic'"):
+        evaluate_cross_validation(rec, scans, [1], n_folds=2, supports=2)
+    with pytest.raises(ValueError, match="from 1 to 3"):
+        evaluate_cross_validation(rec, scans, [1], n_folds=2, protocol="realistic", supports=4)
+
+
+def test_several_supports_need_the_realistic_protocol_and_matching_lists():
+    img, lab = SUPPORT.astype(np.float32), SUPPORT
+    q = QUERY.astype(np.float32)
+    with pytest.raises(ValueError, match="need protocol='realistic'"):
+        evaluate_pair(Oracle(), [img, img], [lab, lab], q, QUERY, [1])
+    for labels in (lab, [lab], [lab, lab, lab]):
+        with pytest.raises(ValueError, match="as many label volumes"):
+            evaluate_pair(VolumeRecorder(), [img, img], labels, q, QUERY, [1],
+                          protocol="realistic")
+    with pytest.raises(ValueError, match="empty list"):
+        evaluate_pair(VolumeRecorder(), [], [], q, QUERY, [1], protocol="realistic")
+    with pytest.raises(ValueError, match=r"support_image\[1\] .* differ in shape"):
+        evaluate_pair(VolumeRecorder(), [img, img], [lab, lab[1:]], q, QUERY, [1],
+                      protocol="realistic")
 
 
 # ------------------------------------------------------------------------------------------
@@ -571,13 +646,16 @@ def test_chaos_table_names_follow_the_dataset_class_map():
 
 
 def test_every_name_keeps_its_old_import_path_and_has_one_home():
-    """The result table moved to fewshotseg.results, folds and settings to fewshotseg.folds and
-    the CHAOS constants to fewshotseg.datasets: the old names are the same objects."""
-    from fewshotseg import datasets, evaluation, folds, results
+    """The result table moved to fewshotseg.results, folds and settings to fewshotseg.folds, the
+    protocol's slice choice to fewshotseg.chunks and the CHAOS constants to fewshotseg.datasets:
+    the old names are the same objects."""
+    from fewshotseg import chunks, datasets, evaluation, folds, results
 
     homes = {results: ("PROTOCOLS", "ResultRow", "ResultTable", "SummaryRow"),
              folds: ("Fold", "SettingRun", "cross_validation_folds", "excluded_classes",
-                     "setting_runs"),
+                     "setting_runs", "support_scans"),
+             chunks: ("chunk_centres", "chunk_of", "class_slices", "query_chunks",
+                      "support_slice_indices"),
              datasets: ("CHAOS_CLASSES", "CHAOS_PATIENT_IDS", "SETTING2_GROUPS")}  # fmt: skip
     for module, names in homes.items():
         for name in names:

@@ -436,6 +436,21 @@ def test_realistic_protocol_never_reads_the_query_labels_before_scoring(predicto
     assert blind_row.tp == 0 and blind_row.fn == 0 and row.fn + row.tp == (truth == 2).sum()
 
 
+def test_realistic_protocol_scores_what_several_supports_segment(predictor):
+    image, labels = scan(depth=12)
+    other, other_labels = scan(depth=10, seed=4)
+    query, truth = scan(depth=9, seed=1)
+    rec = Recording(predictor)
+    table = evaluation.evaluate_pair(rec, [image, other], [labels, other_labels], query, truth,
+                                     [2], protocol="realistic", support_id=(8, 10))
+    expected = predictor.segment_volume([image, other], [labels, other_labels], query,
+                                        classes=[2])
+    np.testing.assert_array_equal(rec.outputs[0], expected)
+    row = table.rows[0]
+    assert row.support == "8+10" and row.n_slices == query.shape[0]
+    assert row.tp == int(((expected == 2) & (truth == 2)).sum())
+
+
 def test_realistic_protocol_needs_segment_volume_and_one_way():
     image, labels = scan()
     with pytest.raises(TypeError, match="segment_volume"):

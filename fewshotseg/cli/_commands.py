@@ -452,33 +452,42 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.images is None):
         raise CLIError("evaluate needs either --data DIR or --images ... --labels ...")
+    if args.supports < 1 or (args.supports > 1 and args.protocol != "realistic"):
+        raise CLIError(
+            f"--supports {args.supports}: give 1, or more with --protocol realistic (the paper's "
+            "and the whole-volume protocols take one support scan)"
+        )
     scans, fold_index = _evaluation_scans(args)
     predictor, modality = _load_predictor(args)
-    (s_id, s_vol, s_lab), queries = scans[0], scans[1:]
+    supports, queries = scans[: args.supports], scans[args.supports :]
     info = DATASETS.get(args.dataset) if args.dataset else None
-    classes = _evaluated_classes(args, s_lab, info)
+    classes = _evaluated_classes(args, supports[0][2], info)
     names = dict(info.classes) if info is not None else None
     # the realistic protocol gives segment_volume raw volumes (the predictor applies the recipe)
     recipe = "none" if args.protocol == "realistic" else modality
-    s_img = apply_recipe(s_vol.array, recipe)
+    s_ids = [s_id for s_id, _, _ in supports]
+    s_imgs = [apply_recipe(s_vol.array, recipe) for _, s_vol, _ in supports]
+    s_labs = [s_lab for _, _, s_lab in supports]
+    several = len(supports) > 1
     started = time.perf_counter()
     table = evaluate_fold(
         predictor,
-        s_img,
-        s_lab,
+        s_imgs if several else s_imgs[0],
+        s_labs if several else s_labs[0],
         _LazyQueries({q_id: (q_vol, q_lab) for q_id, q_vol, q_lab in queries}, recipe),
         classes,
         protocol=args.protocol,
         ways=1 if args.ways == "1" else "all",
         class_names=names,
-        support_id=s_id,
+        support_id=s_ids if several else s_ids[0],
         setting=args.setting,
         fold=fold_index,
         progress=not args.quiet,
     )
     print(
-        f"support {s_id}, queries {', '.join(q for q, _, _ in queries)}; protocol "
-        f"{args.protocol}, setting {args.setting}, {args.ways}-way, intensity recipe {modality}"
+        f"support{'s' if several else ''} {', '.join(s_ids)}, queries "
+        f"{', '.join(q for q, _, _ in queries)}; protocol {args.protocol}, setting "
+        f"{args.setting}, {args.ways}-way, intensity recipe {modality}"
     )
     print(table.to_markdown("summary"))
     print(table.to_markdown("rows"))
@@ -489,10 +498,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluation_scans(args: argparse.Namespace) -> tuple[list[tuple[str, Any, Any]], int | None]:
-    """``[(id, volume, labels), ...]`` with the support first, and the fold index: the fold's
-    support and queries of ``--data``, or ``--images``/``--labels`` in order (no fold)."""
+    """``[(id, volume, labels), ...]`` with the ``--supports`` first, and the fold index: the
+    fold's supports and queries of ``--data``, or ``--images``/``--labels`` in order (no fold)."""
     from fewshotseg.datasets import chaos_t2spir, find_cases, load_image_label_folder
-    from fewshotseg.folds import cross_validation_folds
+    from fewshotseg.folds import cross_validation_folds, support_scans
 
     if args.data is not None:
         files = find_cases(args.data, "image_*", label_pattern="label_*", require_labels=False)
@@ -503,15 +512,20 @@ def _evaluation_scans(args: argparse.Namespace) -> tuple[list[tuple[str, Any, An
         if not 0 <= args.fold < len(folds):
             raise CLIError(f"--fold must be in 0..{len(folds) - 1}, got {args.fold}")
         fold = folds[args.fold]
+        group = len(fold.test)
+        if args.supports > group:
+            raise CLIError(f"--supports {args.supports}: a fold of {args.data!r} has {group} "
+                           f"scans per group, so at most {group} supports")
         loader = chaos_t2spir if args.dataset == "chaos_t2spir" else load_image_label_folder
-        cases = loader(args.data, [fold.support, *fold.test])
+        cases = loader(args.data, [*support_scans(folds, args.fold, args.supports), *fold.test])
         return [(c.id, c.image, c.label) for c in cases], args.fold
     images = expand_paths(args.images, skip_tags=DERIVED_TAGS)
     labels = expand_paths(args.labels or [], what="label")
-    if len(images) != len(labels) or len(images) < 2:
+    if len(images) != len(labels) or len(images) < args.supports + 1:
         raise CLIError(
-            f"--images and --labels need the same number of files, at least 2 "
-            f"(the first is the support); got {len(images)} and {len(labels)}"
+            f"--images and --labels need the same number of files, at least "
+            f"{args.supports + 1} (the first {args.supports} the support"
+            f"{'s' if args.supports > 1 else ''}); got {len(images)} and {len(labels)}"
         )
     scans = []
     for img, lab in zip(images, labels, strict=True):

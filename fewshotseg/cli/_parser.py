@@ -370,12 +370,13 @@ def _add_evaluate(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
         parents=[shared["common"], shared["scans_opts"], shared["model_opts"]],
         help="checkpoint + labelled scans -> Dice table",
         description="Score a model with the few-shot protocol: on a fold of an image_N/label_N "
-        "folder (--data), or on --images/--labels where the first pair is the support.",
+        "folder (--data), or on --images/--labels where the first pair is the support (the "
+        "first N with --supports N).",
     )
     p.add_argument("--data", help="folder in the image_N / label_N layout (e.g. CHAOS)")
     p.add_argument("--fold", type=int, default=0, help="fold index (default 0)")
     p.add_argument("--folds", type=int, default=5, help="number of folds (default 5)")
-    p.add_argument("--images", nargs="+", help="scans; the first is the support")
+    p.add_argument("--images", nargs="+", help="scans; the first is the support (--supports)")
     p.add_argument("--labels", nargs="+", help="their label files, same order")
     p.add_argument(
         "--dataset",
@@ -410,6 +411,15 @@ def _add_evaluate(sub: Any, shared: dict[str, argparse.ArgumentParser]) -> None:
         choices=("1", "all"),
         default="1",
         help="1 (the paper's, one class per pass) or all (N-way)",
+    )
+    p.add_argument(
+        "--supports",
+        type=int,
+        default=1,
+        metavar="N",
+        help="labelled support scans (default 1; more needs --protocol realistic): with --data "
+        "the fold's support and the scans after it in its group (training scans, whose labels "
+        "training never reads); with --images the first N pairs",
     )
     p.add_argument("--out", help="write the rows to a .csv or .json file")
     p.set_defaults(func=commands.cmd_evaluate)
