@@ -206,7 +206,8 @@ def evaluate_pair(
 
     Several support scans (the realistic protocol only): lists of support volumes and of their
     labels go to ``segment_volume`` as they are (the supports vote on each class's extent and
-    average their probabilities); ``support_id`` may then list their ids.
+    average their probabilities); ``support_id`` may then list their ids. A list of one is
+    that one support, in every protocol.
 
     Args:
         predictor: object with ``predict(support_img, support_mask, query)`` or such a callable
@@ -297,14 +298,10 @@ def evaluate_pair(
 
 
 def _supports(support_image: Any, support_labels: Any, protocol: str) -> tuple[Any, Any]:
-    """The support volume and labels, checked; lists of them for several support scans."""
+    """The support volume and labels, checked; lists of them for several support scans (a list
+    of one is that one support)."""
     if not isinstance(support_image, (list, tuple)):
         return _one_support(support_image, support_labels, "")
-    if protocol != "realistic":
-        raise ValueError(
-            f"several support scans need protocol='realistic'; the {protocol!r} protocol takes "
-            "its support slices from one scan."
-        )
     if not isinstance(support_labels, (list, tuple)) or len(support_labels) != len(support_image):
         raise ValueError(
             f"a list of {len(support_image)} support volumes needs a list of as many label "
@@ -312,6 +309,13 @@ def _supports(support_image: Any, support_labels: Any, protocol: str) -> tuple[A
         )
     if not support_image:
         raise ValueError("support_image is an empty list; pass at least one support volume.")
+    if len(support_image) == 1:
+        return _one_support(support_image[0], support_labels[0], "")
+    if protocol != "realistic":
+        raise ValueError(
+            f"several support scans need protocol='realistic'; the {protocol!r} protocol takes "
+            "its support slices from one scan."
+        )
     pairs = [
         _one_support(img, lab, f"[{i}]")
         for i, (img, lab) in enumerate(zip(support_image, support_labels, strict=True))
@@ -542,9 +546,7 @@ def evaluate_cross_validation(
     for f in folds:
         predictor = predictors if has_predict else predictors(f)
         ids = support_scans(folds, f.index, supports)
-        several = supports != 1
-        s_img = [scans[i][0] for i in ids] if several else scans[f.support][0]
-        s_lab = [scans[i][1] for i in ids] if several else scans[f.support][1]
+        s_img, s_lab = [scans[i][0] for i in ids], [scans[i][1] for i in ids]
         logger.info("fold %d: support %s, queries %s", f.index, list(ids), list(f.test))
         tables.append(
             evaluate_fold(
@@ -557,7 +559,7 @@ def evaluate_cross_validation(
                 ways=ways,
                 parts=parts,
                 class_names=class_names,
-                support_id=ids if several else f.support,
+                support_id=ids,
                 setting=setting,
                 fold=f.index,
                 distances=distances,

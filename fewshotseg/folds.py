@@ -119,7 +119,6 @@ def cross_validation_folds(patient_ids: Iterable[Hashable], n_folds: int = 5) ->
     return folds
 
 
-
 def support_scans(folds: Sequence[Fold], index: int, n: int = 1) -> tuple[Hashable, ...]:
     """The ``n`` support scans of fold ``index`` when it takes several: its support first, then
     the scans after it in its group (the next fold's queries).
@@ -148,6 +147,7 @@ def support_scans(folds: Sequence[Fold], index: int, n: int = 1) -> tuple[Hashab
         raise ValueError(f"n must be an integer from 1 to {len(group)} (a group), got {n!r}.")
     assert group[0] == folds[index].support
     return tuple(group[:n])
+
 
 def excluded_classes(
     setting: int,

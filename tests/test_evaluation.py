@@ -514,6 +514,12 @@ def test_cross_validation_with_several_supports_hands_each_fold_its_support_scan
         evaluate_cross_validation(rec, scans, [1], n_folds=2, protocol="realistic", supports=4)
 
 
+def test_a_list_of_one_support_is_that_support():
+    img, q = SUPPORT.astype(np.float32), QUERY.astype(np.float32)
+    one = evaluate_pair(Oracle(), img, SUPPORT, q, QUERY, [1, 4], support_id=8)
+    listed = evaluate_pair(Oracle(), [img], [SUPPORT], q, QUERY, [1, 4], support_id=[8])
+    assert one.rows == listed.rows
+
 def test_several_supports_need_the_realistic_protocol_and_matching_lists():
     img, lab = SUPPORT.astype(np.float32), SUPPORT
     q = QUERY.astype(np.float32)

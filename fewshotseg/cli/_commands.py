@@ -466,26 +466,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     # the realistic protocol gives segment_volume raw volumes (the predictor applies the recipe)
     recipe = "none" if args.protocol == "realistic" else modality
     s_ids = [s_id for s_id, _, _ in supports]
-    s_imgs = [apply_recipe(s_vol.array, recipe) for _, s_vol, _ in supports]
-    s_labs = [s_lab for _, _, s_lab in supports]
-    several = len(supports) > 1
     started = time.perf_counter()
-    table = evaluate_fold(
+    table = evaluate_fold(  # lists of one support are that support (evaluate_pair)
         predictor,
-        s_imgs if several else s_imgs[0],
-        s_labs if several else s_labs[0],
+        [apply_recipe(s_vol.array, recipe) for _, s_vol, _ in supports],
+        [s_lab for _, _, s_lab in supports],
         _LazyQueries({q_id: (q_vol, q_lab) for q_id, q_vol, q_lab in queries}, recipe),
         classes,
         protocol=args.protocol,
         ways=1 if args.ways == "1" else "all",
         class_names=names,
-        support_id=s_ids if several else s_ids[0],
+        support_id=s_ids,
         setting=args.setting,
         fold=fold_index,
         progress=not args.quiet,
     )
     print(
-        f"support{'s' if several else ''} {', '.join(s_ids)}, queries "
+        f"support{'s' if len(s_ids) > 1 else ''} {', '.join(s_ids)}, queries "
         f"{', '.join(q for q, _, _ in queries)}; protocol {args.protocol}, setting "
         f"{args.setting}, {args.ways}-way, intensity recipe {modality}"
     )
