@@ -3,8 +3,8 @@
 By default this trains a tiny network (64 x 64 input, 20 steps, seconds) on the shipped scan of
 CHAOS patient 8 (the support scan of steps 3 and 4; the query, patient 2, is not trained on),
 to show the loop end to end; it learns little. ``--cpu`` trains with the CPU recipe
-(ResNet-18, 256 x 256, ``TrainConfig.cpu_preset()``: 15000 steps, 45 min-3 h on 2 cores; the
-shipped model had 7048 steps of an earlier one) and
+(ResNet-18, 256 x 256, ``TrainConfig.cpu_preset()``: 6250 steps of 4 episodes, ~1-2 h on 2 cores;
+the shipped model was trained with it) and
 ``--paper`` the paper's (DeepLabV3-ResNet101, 100k steps, a GPU). With ``--data DIR`` (a CHAOS
 folder) it trains on fold 0's training patients (all 15 with ``--cpu``/``--paper``, else the
 first one), which step 4 can then evaluate without a leak.
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=Path("fewshotseg-examples"),
                         help="output folder (default: ./fewshotseg-examples)")  # fmt: skip
     budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--cpu", action="store_true", help="the CPU recipe (15000 steps)")
+    budget.add_argument("--cpu", action="store_true", help="the CPU recipe (6250 x 4 episodes)")
     budget.add_argument("--paper", action="store_true", help="the paper's settings (GPU)")
     budget.add_argument("--quick", action="store_true", help=argparse.SUPPRESS)  # the default
     parser.add_argument("--iterations", type=int, help="override the number of steps")
