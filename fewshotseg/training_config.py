@@ -98,7 +98,8 @@ class TrainConfig:
         five CHAOS folds, where it beat 15000 steps of one episode (the previous preset): the
         batch-1 recipe had stopped improving at 12500-15000 episodes, the batched one was
         still above that plateau at 20000-25000 (docs/results.md, "The batched recipe, five
-        folds"). Overriding ``batch_size`` alone keeps lr 4e-3: scale ``lr`` with it.
+        folds"). Overriding ``batch_size`` alone keeps lr 4e-3: scale ``lr`` with it
+        (``fewshotseg train`` says so).
 
         Time depends on the CPU: 0.56 s per step with bf16 + channels-last on a 2-core
         AVX512-BF16/AMX Xeon (~1 h when nothing else runs; 1.1-1.3 h per CHAOS fold at one

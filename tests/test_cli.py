@@ -110,6 +110,24 @@ def test_train_flags_build_the_config():
 
 
 @pytest.mark.parametrize(
+    "flags, warned",
+    [(["--batch-size", "8"], "--lr 0.008 (and --lr-step 125"),
+     (["--batch-size", "8", "--lr", "0.01"], None), (["--batch-size", "4"], None),
+     (["--preset", "paper", "--batch-size", "2"], "--lr 0.002 (and --lr-step 500"), ([], None)],
+)  # fmt: skip
+def test_train_says_how_to_scale_lr_when_only_the_batch_size_changes(caplog, flags, warned):
+    args = cli.build_parser().parse_args(["train", "x", *flags])
+    with caplog.at_level("WARNING"):
+        config = _commands._train_config(args)
+    if warned is None:
+        assert "--batch-size" not in caplog.text
+    else:
+        assert warned in caplog.text
+    preset = TrainConfig() if "paper" in flags else TrainConfig.cpu_preset()
+    assert config.lr == (0.01 if "--lr" in flags else preset.lr)  # a hint, not a change
+
+
+@pytest.mark.parametrize(
     "modality, flags, expected",
     [("mri", [], 0.3), ("ct", [], 0.0), ("none", [], 0.0), ("mri", ["--bias-field", "0"], 0.0),
      ("ct", ["--bias-field", "0.2"], 0.2)],

@@ -36,9 +36,18 @@ def _train_config(args: argparse.Namespace) -> Any:
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name, None) is not None
     }
-    if args.preset == "cpu":
-        return TrainConfig.cpu_preset(**overrides)
-    return TrainConfig(**overrides)
+    preset = TrainConfig.cpu_preset if args.preset == "cpu" else TrainConfig
+    config, base = preset(**overrides), preset()
+    if "lr" not in overrides and config.batch_size != base.batch_size:
+        # the loss is the batch mean, so the preset's lr belongs to the preset's batch size
+        scale = config.batch_size / base.batch_size
+        logger.warning(
+            "--batch-size %d keeps the %s preset's lr %g, chosen for batch %d; scaled with the "
+            "batch it would be --lr %g (and --lr-step %d keeps the decay per episode)",
+            config.batch_size, args.preset, config.lr, base.batch_size, config.lr * scale,
+            max(1, round(config.lr_step / scale)),
+        )
+    return config
 
 
 def _label_dtype(max_value: int) -> Any:
