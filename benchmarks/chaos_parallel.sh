@@ -7,14 +7,17 @@
 #
 # Environment: DEVICE (cuda), DATA (runs/gpu/chaos.npz, from `chaos_training.py pack`),
 # ITERATIONS (7000), WORKERS (DataLoader workers per run, 1), OUT (where results.tar.gz goes; .),
+# TRAIN_FLAGS (more `chaos_training.py train` flags for every run, e.g. the CPU recipe's:
+# "--batch-size 4 --lr 4e-3 --lr-step 250 --amp on --bias-field 0.3 --pseudo-mode 2d_bodymask2"),
 # EXPORT (if set, each run's fp16 weights, ~6 MB for ResNet-18, go to OUT/models.tar too).
 # Each run resumes from runs/NAME/last.pt if it exists. A run still going at the deadline gets
 # SIGTERM, saves its checkpoint at a step boundary, and is evaluated at the step it reached (its
-# table names that step). Needs runs/pseudolabels_2d.npz (`chaos_training.py pseudolabel`).
+# table names that step). Needs runs/pseudolabels_NAME.npz for the --pseudo-mode (2d by default;
+# `chaos_training.py pseudolabel`).
 set -u
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-    sed -n 2,13p "$0"
+    sed -n 2,16p "$0"
     exit 2
 fi
 budget=$1
@@ -35,7 +38,8 @@ for spec in "$@"; do
     parse "$spec"
     # shellcheck disable=SC2086
     timeout -s TERM -k 60 "$budget" $train --threads 1 train $flags \
-        --iterations "${ITERATIONS:-7000}" --workers "${WORKERS:-1}" >"runs/$name.log" 2>&1 &
+        --iterations "${ITERATIONS:-7000}" --workers "${WORKERS:-1}" ${TRAIN_FLAGS:-} \
+        >"runs/$name.log" 2>&1 &
 done
 wait
 echo "training: $(($(date +%s) - started)) s for $# runs on $device"
