@@ -480,7 +480,9 @@ class EpisodeSampler(IterableDataset):
 
     def _transform(self, images: Tensor, selected: Tensor, generator: torch.Generator
                    ) -> tuple[Tensor, Tensor]:
-        """Augment (B, 1, H, W) images and class maps; no class may vanish from an item."""
+        """Augment (B, 1, H, W) images and class maps; no class may vanish from an item that
+        shows every class (an item that lacks one before, e.g. a query slice that does not
+        show the support's region, is transformed once and kept as it comes out)."""
         assert self.augment is not None
         b = images.shape[0]
         size = self.image_size
@@ -490,9 +492,10 @@ class EpisodeSampler(IterableDataset):
         warped_img: Tensor = first_img
         warped_sel: Tensor = first_sel
         classes = torch.arange(1, self.ways + 1, device=self.device, dtype=selected.dtype)
+        whole = (selected.flatten(1)[:, :, None] == classes).any(dim=1).all(dim=1)  # (B,)
         for _ in range(self.max_resamples + 1):
             present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)   # (B, N)
-            bad = ~present.all(dim=1)
+            bad = ~present.all(dim=1) & whole
             n_bad = int(bad.sum())
             if n_bad == 0:
                 break
@@ -505,7 +508,7 @@ class EpisodeSampler(IterableDataset):
             warped_img[bad], warped_sel[bad] = redo_img, redo_sel
         else:  # still vanishing after max_resamples redraws: keep those items unwarped
             present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)
-            bad = ~present.all(dim=1)
+            bad = ~present.all(dim=1) & whole
             if bool(bad.any()):
                 logger.debug("%d item(s) left untransformed after %d redraws", int(bad.sum()),
                              self.max_resamples)

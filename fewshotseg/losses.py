@@ -56,7 +56,8 @@ def episode_loss(
     pixels, as the reference code does; eq. 7 divides by H x W).
     Alignment (PANet): the query with its hard, detached predicted mask as the support segments
     each support image; plain cross-entropy, averaged over shots; a class the query prediction
-    misses gets a zero prototype.
+    misses gets a zero prototype. An episode whose query label has no foreground at all (a
+    query slice outside the support's region: it teaches "absent") has no alignment term.
 
     Args:
         model: the network.
@@ -89,11 +90,16 @@ def episode_loss(
     if align_weight <= 0:
         return seg, seg.detach(), torch.zeros_like(seg.detach())
 
+    # PAR assumes the query shows the class: an episode whose query shows none (its slice lies
+    # outside the support's region) teaches "absent" through the segmentation loss alone
+    absent = ~((query_labels > 0) & (query_labels != 255)).flatten(1).any(1)  # (B,)
+    if bool(absent.all()):
+        return seg, seg.detach(), torch.zeros_like(seg.detach())
     predicted = _one_hot_foreground(logits.detach().argmax(1), ways)  # (B, N, H, W)
     protos = model.prototypes(
         query_feats[:, None], model.prepare_masks(predicted[:, None]), allow_empty=True
     )
-    targets = _support_labels(support_masks)  # (B, S, H, W)
+    targets = _support_labels(support_masks).masked_fill(absent[:, None, None, None], 255)
     size = tuple(support_images.shape[-2:])
     shots = support_images.shape[1]
     align = logits.new_zeros((), dtype=torch.float32)

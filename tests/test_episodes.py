@@ -183,6 +183,20 @@ def test_vanishing_foreground_is_redrawn_and_counted():
     assert sampler.resample_count > 0
 
 
+def test_an_item_that_lacks_the_class_before_the_transform_is_not_redrawn():
+    """Only a foreground the transform removed is redrawn: an item without it from the start
+    (a query slice that does not show the support's region) is transformed once and kept."""
+    sampler = _superpixel_sampler(seed=0)
+    images = torch.rand(2, 1, 32, 32)
+    selected = torch.zeros(2, 1, 32, 32)
+    selected[0, 0, 8:24, 8:24] = 1  # the support shows class 1, the query does not
+    generator = torch.Generator().manual_seed(0)
+    warped, warped_sel = sampler._transform(images, selected, generator)
+    assert sampler.resample_count == 0
+    assert not torch.equal(warped[1], images[1])  # transformed, not left as it was
+    assert float(warped_sel[1].abs().sum()) == 0 and bool((warped_sel[0] == 1).any())
+
+
 # ---------------------------------------------------------------- determinism
 def test_same_seed_same_stream_and_episode_is_pure():
     a, b = _superpixel_sampler(seed=7), _superpixel_sampler(seed=7)

@@ -117,6 +117,23 @@ def test_alignment_loss_with_empty_prediction_is_finite():
     assert torch.isfinite(total) and torch.isfinite(align)
 
 
+def test_an_episode_whose_query_shows_no_class_has_no_alignment_term():
+    """A query slice outside the support's region ("absent") is taught by the segmentation
+    loss; PAR, which needs the class in the query, skips it, and the others keep their term."""
+    model = tiny_model().eval()
+    batch = collate_episodes([make_sampler().episode(i) for i in range(3)])
+    args = (batch.support_images, batch.support_masks, batch.query_images)
+    absent = batch.query_labels.clone()
+    absent[1] = 0  # episode 1's query shows no foreground
+    _, _, align_two = episode_loss(model, *[a[[0, 2]] for a in args], absent[[0, 2]])
+    _, seg, align = episode_loss(model, *args, absent)
+    torch.testing.assert_close(align, align_two)  # the same pixels' mean: episode 1 dropped
+    _, seg_none, align_none = episode_loss(model, *args, torch.zeros_like(absent))
+    assert align_none.item() == 0.0 and seg_none > 0 and torch.isfinite(seg_none)
+    _, _, align_all = episode_loss(model, *args, batch.query_labels)
+    assert not torch.equal(align_all, align)  # with its class, episode 1 does count
+
+
 def test_loss_decreases_on_a_tiny_task():
     trainer = Trainer(
         tiny_model(),
