@@ -21,6 +21,7 @@ training and evaluation alike; pseudolabels are computed on the raw volumes.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -106,6 +107,24 @@ def cmd_pseudolabel(args: argparse.Namespace) -> None:
     )
 
 
+class ShiftedQuerySampler(fss.EpisodeSampler):
+    """Research probe (issue 15: a model that can say "absent"): the query is a slice up to
+    ``query_shift`` slices from the support's, in the same scan, with the support's 3D
+    supervoxel as its class, so it may show none of it (an all-background target). Needs
+    pseudolabels whose ids persist across slices (``pseudolabel --mode 3d``)."""
+
+    def __init__(self, *args, query_shift: int, **kwargs) -> None:
+        self.query_shift = int(query_shift)
+        super().__init__(*args, **kwargs)
+
+    def _choose(self, index, rng):
+        info = super()._choose(index, rng)
+        depth = self._images[info.support_scan].shape[0]
+        z = info.query_slice
+        low, high = max(0, z - self.query_shift), min(depth, z + self.query_shift + 1)
+        return dataclasses.replace(info, query_slice=int(rng.integers(low, high)))
+
+
 def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.EpisodeSampler:
     pseudo = np.load(pseudo_path(args.pseudo_mode))
     images = [preprocess.mri(cases[i][0]) for i in train_ids]
@@ -114,7 +133,13 @@ def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.
     if args.setting == 2:
         kwargs["exclude_classes"] = evaluation.excluded_classes(2, args.group)
         kwargs["exclude_from"] = [cases[i][1] for i in train_ids]
-    return fss.EpisodeSampler(
+    if args.query_shift:
+        if args.setting == 2 or not args.pseudo_mode.startswith("3d"):
+            raise SystemExit("--query-shift needs 3D pseudolabels (--pseudo-mode 3d...) and "
+                             "setting 1 (a shifted query could show an excluded organ)")
+        kwargs["query_shift"] = args.query_shift
+    kind = ShiftedQuerySampler if args.query_shift else fss.EpisodeSampler
+    return kind(
         images,
         labels,
         mode="superpixel",
@@ -331,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-foreground", type=int, default=100)
     p.add_argument("--bias-field", type=float, default=0.0,
                    help="largest log-gain of the smooth intensity field (AugmentConfig.bias_field)")
+    p.add_argument("--query-shift", type=int, default=0,
+                   help="probe: the query is a slice up to N slices from the support's (3D "
+                   "pseudolabels; it may not show the supervoxel); 0: the same slice")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--amp", choices=["off", "on", "auto"], default="off",
                    help="mixed precision (bf16 on a CPU that runs it natively)")
