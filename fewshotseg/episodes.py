@@ -492,10 +492,13 @@ class EpisodeSampler(IterableDataset):
         warped_img: Tensor = first_img
         warped_sel: Tensor = first_sel
         classes = torch.arange(1, self.ways + 1, device=self.device, dtype=selected.dtype)
-        whole = (selected.flatten(1)[:, :, None] == classes).any(dim=1).all(dim=1)  # (B,)
+
+        def shows_every_class(sel: Tensor) -> Tensor:  # (B,) bool
+            return (sel.flatten(1)[:, :, None] == classes).any(dim=1).all(dim=1)
+
+        whole = shows_every_class(selected)
         for _ in range(self.max_resamples + 1):
-            present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)   # (B, N)
-            bad = ~present.all(dim=1) & whole
+            bad = whole & ~shows_every_class(warped_sel)
             n_bad = int(bad.sum())
             if n_bad == 0:
                 break
@@ -507,8 +510,7 @@ class EpisodeSampler(IterableDataset):
             assert redo_img is not None and redo_sel is not None
             warped_img[bad], warped_sel[bad] = redo_img, redo_sel
         else:  # still vanishing after max_resamples redraws: keep those items unwarped
-            present = (warped_sel.flatten(1)[:, :, None] == classes).any(dim=1)
-            bad = ~present.all(dim=1) & whole
+            bad = whole & ~shows_every_class(warped_sel)
             if bool(bad.any()):
                 logger.debug("%d item(s) left untransformed after %d redraws", int(bad.sum()),
                              self.max_resamples)
