@@ -7,8 +7,10 @@ Usage:
         --point ...
 
 Each point is ``LABEL:STEP:RUN_DIR:VALIDATION_JSON:HELD_OUT_JSON``. The hours are the training
-seconds ``metrics.csv`` of RUN_DIR records at STEP (the trainer's own clock: the run must have
-started from step 0, not continued another run). VALIDATION_JSON is a ``chaos_volume.py --split
+seconds ``metrics.csv`` of RUN_DIR records at STEP (the trainer's own clock, which a resumed
+run continues; runs written before the clock was saved in checkpoints restart it in each
+process, and a restart is added on). The run must have started from step 0, not continued
+another run's checkpoint. VALIDATION_JSON is a ``chaos_volume.py --split
 validation --variants 7`` output (the realistic protocol on the fold's training patients), and
 HELD_OUT_JSON a ``chaos_training.py evaluate`` result table (its queries). Either may be ``-``.
 """
@@ -29,12 +31,15 @@ import fewshotseg as fss
 
 def hours_at(run_dir: Path, step: int) -> float:
     """Training hours at ``step`` from the run's metrics log (the row at or just before it)."""
-    seconds = math.nan
+    seconds, earlier, previous = math.nan, 0.0, 0.0
     with open(run_dir / "metrics.csv", newline="") as f:
         for row in csv.DictReader(f):
             if int(row["step"]) > step:
                 break
-            seconds = float(row["seconds"])
+            clock = float(row["seconds"])
+            if clock < previous:  # an old run resumed in a new process: its clock restarted
+                earlier += previous
+            seconds, previous = earlier + clock, clock
     return seconds / 3600
 
 

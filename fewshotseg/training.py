@@ -236,6 +236,9 @@ class Trainer:
         self.step = 0
         self.best_score = -math.inf
         self.history = TrainHistory()
+        # training seconds over every fit of this run, resumed ones included (saved in checkpoints)
+        self.train_seconds = 0.0
+        self._fit_started: float | None = None
         self.config_changes: list[dict[str, Any]] = []
         self._nonfinite_in_a_row = 0
         self._loss = LossModule(
@@ -392,7 +395,7 @@ class Trainer:
             from tqdm.auto import tqdm
 
             bar = tqdm(total=cfg.iterations, initial=self.step, desc="training", unit="it")
-        started = time.perf_counter()
+        started = self._fit_started = time.perf_counter()
         window: list[tuple[float, float, float]] = []  # (loss, seg, align) since the last log
         first_step = self.step
         window_started, window_first = started, self.step  # it/s over the last log window
@@ -411,7 +414,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0 or self.step == cfg.iterations:
                     now = time.perf_counter()
                     self._log(out, window, (self.step - window_first) / (now - window_started))
-                    self._write_metrics(ckpt_dir, now - started)
+                    self._write_metrics(ckpt_dir, self.elapsed_seconds())
                     window, window_started, window_first = [], now, self.step
                 if cfg.validate_every and self.validate and self.step % cfg.validate_every == 0:
                     self._run_validation(ckpt_dir)
@@ -440,9 +443,22 @@ class Trainer:
             if bar is not None:
                 bar.close()
             self.history.seconds += time.perf_counter() - started
+            self.train_seconds, self._fit_started = self.elapsed_seconds(), None
         if ckpt_dir is not None:
             self._save_rank0(ckpt_dir / CHECKPOINT_NAME)
         return self.history
+
+    def elapsed_seconds(self) -> float:
+        """Seconds spent training this run so far, over all its processes: the clock a
+        checkpoint saves, so a resumed run's ``metrics.csv`` continues it instead of restarting.
+
+        Example:
+            >>> Trainer(ALPNet(backbone="tiny", feature_dim=8), sampler=None).elapsed_seconds()
+            0.0
+        """
+        if self._fit_started is None:
+            return self.train_seconds
+        return self.train_seconds + time.perf_counter() - self._fit_started
 
     def _should_stop(self, requested: list[int]) -> bool:
         """True when a stop was requested here or, under torchrun, on any rank (so all agree)."""
@@ -549,6 +565,7 @@ class Trainer:
             "rng": rng,
             "config": self.config.to_dict(),
             "best_score": self.best_score,
+            "train_seconds": self.elapsed_seconds(),
             "config_changes": list(self.config_changes),
             "version": __version__,
         }
@@ -591,6 +608,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
         self.best_score = float(ckpt.get("best_score", -math.inf))
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # 0 before 0.x: unknown
         self.config_changes = list(ckpt.get("config_changes", []))
         saved = ckpt.get("config", {})
         changed = {
