@@ -608,7 +608,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.step = int(ckpt["step"])
         self.best_score = float(ckpt.get("best_score", -math.inf))
-        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # 0 before 0.x: unknown
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))  # older checkpoints lack it
         self.config_changes = list(ckpt.get("config_changes", []))
         saved = ckpt.get("config", {})
         changed = {
