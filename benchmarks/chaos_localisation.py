@@ -20,7 +20,8 @@ It prints, per organ, the mean extent IoU against the query's true slices and th
 extent gives. The query labels are read only to score, and by the oracle.
 
 ``--pairs`` instead scores variants of the slice alignment itself, without segmenting: the
-extent IoU of every organ over every support/query pair of the fold's 16 training patients.
+extent IoU of every organ over every support/query pair of the fold's 16 training patients
+(the last rows align each organ on its own, with descriptors of its neighbourhood).
 """
 
 from __future__ import annotations
@@ -150,6 +151,42 @@ ALIGNMENTS = {  # name: (descriptors of a volume's features, positions from two 
 }
 
 
+def neighbourhood_descriptors(features: torch.Tensor, box: tuple, grid: int) -> np.ndarray:
+    """`slice_descriptors` of the features inside ``box`` (y0, y1, x0, x1 as fractions of the
+    slice) only: the slices described by what lies around one organ."""
+    h, w = features.shape[-2:]
+    y0, y1 = max(int(np.floor(box[0] * h)), 0), min(int(np.ceil(box[1] * h)), h)
+    x0, x1 = max(int(np.floor(box[2] * w)), 0), min(int(np.ceil(box[3] * w)), w)
+    return volume.slice_descriptors(features[:, :, y0:y1, x0:x1], grid)
+
+
+def organ_box(label: np.ndarray, cls: int, grow: float) -> tuple:
+    """The in-plane box of ``cls`` over all its slices, grown by ``grow`` x its size each way."""
+    ys, xs = np.nonzero((label == cls).any(axis=0))
+    (h, w), (y0, y1), (x0, x1) = label.shape[1:], (ys.min(), ys.max() + 1), (xs.min(), xs.max() + 1)
+    gy, gx = grow * (y1 - y0), grow * (x1 - x0)
+    return ((y0 - gy) / h, (y1 + gy) / h, (x0 - gx) / w, (x1 + gx) / w)
+
+
+NEIGHBOURHOODS = {  # name: (grow, grid, weight of the whole slice's descriptor)
+    "warping path, the organ's neighbourhood, 2 x 2": (0.5, 2, 0.0),
+    "warping path, the organ's neighbourhood, 4 x 4": (0.5, 4, 0.0),
+    "warping path, half neighbourhood (2 x 2), half whole slice": (0.5, 2, 0.5),
+}
+
+
+def neighbourhood_positions(feats, label_s, cls, s, q, whole, setting) -> np.ndarray:
+    """Query positions from descriptors of the support organ's neighbourhood (the same box in
+    both volumes), optionally mixed with the whole slice's (a weighted sum of similarities)."""
+    grow, grid, mix = setting
+    box = organ_box(label_s, cls, grow)
+    dq, ds = (neighbourhood_descriptors(feats[i], box, grid) for i in (q, s))
+    if mix:
+        dq = np.concatenate([np.sqrt(1 - mix) * dq, np.sqrt(mix) * whole[q]], axis=1)
+        ds = np.concatenate([np.sqrt(1 - mix) * ds, np.sqrt(mix) * whole[s]], axis=1)
+    return volume._aligned_positions(dq, ds)
+
+
 def compare_alignments(predictor, cases, fold) -> None:
     """Extent IoU of each alignment over every ordered pair of the fold's training patients."""
     ids = [str(i) for i in [*fold.train, fold.support]]
@@ -167,9 +204,23 @@ def compare_alignments(predictor, cases, fold) -> None:
                 present = np.flatnonzero(extents[s][c])
                 if len(present) and extents[q][c].any():
                     scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
-        organ = [float(np.mean(v)) for v in scores.values()]
-        print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in organ) +
-              f" | **{np.mean(organ):.3f}** |", flush=True)
+        print_row(name, scores)
+    whole = {i: volume.slice_descriptors(feats[i]) for i in ids}
+    for name, setting in NEIGHBOURHOODS.items():  # one alignment per support organ
+        scores = {c: [] for c in ORGANS}
+        for s, q in itertools.permutations(ids, 2):
+            for c in ORGANS:
+                present = np.flatnonzero(extents[s][c])
+                if len(present) and extents[q][c].any():
+                    pos = neighbourhood_positions(feats, cases[s].label, c, s, q, whole, setting)
+                    scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
+        print_row(name, scores)
+
+
+def print_row(name: str, scores: dict[int, list[float]]) -> None:
+    organ = [float(np.mean(v)) for v in scores.values()]
+    print(f"| {name} | " + " | ".join(f"{v:.3f}" for v in organ) +
+          f" | **{np.mean(organ):.3f}** |", flush=True)
 
 
 def main() -> None:
