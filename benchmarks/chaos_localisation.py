@@ -197,24 +197,33 @@ def compare_alignments(predictor, cases, fold) -> None:
     print("| alignment | " + " | ".join(ORGANS.values()) + " | **mean** |\n|" + " --- |" * 6)
     for name, (describe, position) in ALIGNMENTS.items():
         desc = {i: describe(feats[i]) for i in ids}
-        scores: dict[int, list[float]] = {c: [] for c in ORGANS}
-        for s, q in itertools.permutations(ids, 2):
+
+        def whole_slice(s, q, position=position, desc=desc):  # one alignment for every organ
             pos = position(desc[q], desc[s])
-            for c in ORGANS:
-                present = np.flatnonzero(extents[s][c])
-                if len(present) and extents[q][c].any():
-                    scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
-        print_row(name, scores)
+            return lambda c: pos
+
+        print_row(name, pair_ious(ids, extents, whole_slice))
     whole = {i: volume.slice_descriptors(feats[i]) for i in ids}
-    for name, setting in NEIGHBOURHOODS.items():  # one alignment per support organ
-        scores = {c: [] for c in ORGANS}
-        for s, q in itertools.permutations(ids, 2):
-            for c in ORGANS:
-                present = np.flatnonzero(extents[s][c])
-                if len(present) and extents[q][c].any():
-                    pos = neighbourhood_positions(feats, cases[s].label, c, s, q, whole, setting)
-                    scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
-        print_row(name, scores)
+    for name, setting in NEIGHBOURHOODS.items():
+
+        def per_organ(s, q, setting=setting):  # one alignment per support organ
+            return lambda c: neighbourhood_positions(feats, cases[s].label, c, s, q, whole, setting)
+
+        print_row(name, pair_ious(ids, extents, per_organ))
+
+
+def pair_ious(ids, extents, positions) -> dict[int, list[float]]:
+    """Extent IoU per organ over every ordered support/query pair; ``positions(s, q)`` gives
+    the query positions of an organ (a function of the organ)."""
+    scores: dict[int, list[float]] = {c: [] for c in ORGANS}
+    for s, q in itertools.permutations(ids, 2):
+        organ_positions = positions(s, q)
+        for c in ORGANS:
+            present = np.flatnonzero(extents[s][c])
+            if len(present) and extents[q][c].any():
+                pos = organ_positions(c)
+                scores[c].append(iou(volume._localise(CONFIG, [present], [pos]), extents[q][c]))
+    return scores
 
 
 def print_row(name: str, scores: dict[int, list[float]]) -> None:
