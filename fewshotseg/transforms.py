@@ -63,7 +63,7 @@ from fewshotseg.preprocess import check_modality
 
 _BIAS_GRID = 4  # control points per side of the bias field: a slow variation across the image
 # the recipe's bias field per intensity recipe (preprocess.INTENSITY_RECIPES): see for_modality
-_BIAS_FIELD_BY_MODALITY = {"mri": 0.3, "ct": 0.0, "none": 0.0}
+_BIAS_FIELD_BY_MODALITY = {"mri": 0.5, "ct": 0.0, "none": 0.0}
 
 __all__ = [
     "AugmentConfig",
@@ -114,7 +114,7 @@ class AugmentConfig:
         bias_field: largest log-gain of a smooth multiplicative field (0 switches it off). The
             log-gain at each point of a ``4 x 4`` grid spread over the image is uniform in
             ``[-bias_field, bias_field]`` and interpolated bicubically in between, so the
-            gain varies slowly across the image (0.3: gains of about 0.74 to 1.35, the
+            gain varies slowly across the image (0.5: gains of about 0.61 to 1.65, the
             brightness changes across a body that MRI receive coils make).
 
     Example:
@@ -171,16 +171,16 @@ class AugmentConfig:
     def for_modality(cls, modality: str) -> AugmentConfig:
         """The training recipe's transform for scans of a modality (``fewshotseg train``).
 
-        The reference's transform, plus a bias field of 0.3 on MRI: receive coils shade MRI
+        The reference's transform, plus a bias field of 0.5 on MRI: receive coils shade MRI
         smoothly and differently from scan to scan, and a support shaded unlike its query (CHAOS
-        patient 36) is matched poorly unless training showed such pairs
-        (docs/results.md, "Intensity augmentation"). CT numbers are calibrated (Hounsfield
-        units, no coil shading) and ``"none"`` (intensities the user normalised, of unknown
-        origin) keep the reference.
+        patient 36) is matched poorly unless training showed such pairs (docs/results.md,
+        "Intensity augmentation"; 0.5 rather than 0.3 since "Bias field strength"). CT numbers
+        are calibrated (Hounsfield units, no coil shading) and ``"none"`` (intensities the user
+        normalised, of unknown origin) keep the reference.
 
         Example:
             >>> [AugmentConfig.for_modality(m).bias_field for m in ("mri", "ct", "none")]
-            [0.3, 0.0, 0.0]
+            [0.5, 0.0, 0.0]
         """
         return cls(bias_field=_BIAS_FIELD_BY_MODALITY[check_modality(modality)])
 

@@ -129,7 +129,7 @@ def test_train_says_how_to_scale_lr_when_only_the_batch_size_changes(caplog, fla
 
 @pytest.mark.parametrize(
     "modality, flags, expected",
-    [("mri", [], 0.3), ("ct", [], 0.0), ("none", [], 0.0), ("mri", ["--bias-field", "0"], 0.0),
+    [("mri", [], 0.5), ("ct", [], 0.0), ("none", [], 0.0), ("mri", ["--bias-field", "0"], 0.0),
      ("ct", ["--bias-field", "0.2"], 0.2)],
 )  # fmt: skip
 def test_train_augmentation_follows_the_modality(modality, flags, expected):

@@ -223,7 +223,7 @@ def _add_episode_flags(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="LOG_GAIN",
         help="largest log-gain of the smooth intensity field that augments every image "
-        "(default: 0.3 for --modality mri, 0 for ct and none; 0 switches it off)",
+        "(default: 0.5 for --modality mri, 0 for ct and none; 0 switches it off)",
     )
     p.add_argument(
         "--modality",
