@@ -15,7 +15,7 @@ import torch
 from fewshotseg import precision
 from fewshotseg.episodes import collate_episodes
 from fewshotseg.training import TrainConfig, Trainer, episode_loss
-from tests.test_training import make_sampler, params, tiny_model
+from tests.test_training import make_sampler, tiny_model
 
 X86_BF16 = """processor\t: 0
 vendor_id\t: GenuineIntel
@@ -138,20 +138,45 @@ def _held_out_loss(model):
     return float(seg), float(total)
 
 
-def test_bf16_training_reduces_the_loss_like_fp32(forced_bf16):
-    seg0, total0 = _held_out_loss(tiny_model())
+def _grads(model):
+    return torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_bf16_step_computes_the_fp32_loss_and_gradient(forced_bf16, seed):
+    # One step from the same weights on the same batch: bf16 rounding moves the numbers a
+    # little (the cosine logits are scaled by 20, so ~5 % on the alignment loss) but must not
+    # change the direction of descent. Measured on an AVX2 CPU: losses within 5 %, gradient
+    # cosine 0.986-0.997.
+    batch = collate_episodes([make_sampler(seed=seed).episode(i) for i in range(4)])
     fp32, bf16 = _trainer(False), _trainer(True)
-    assert (fp32._amp_dtype, bf16._amp_dtype) == (None, torch.bfloat16)
-    h32, h16 = fp32.fit(), bf16.fit()
-    assert h16.steps == h32.steps == [10, 20, 30, 40, 50, 60]
-    assert all(np.isfinite(h16.loss)) and all(np.isfinite(h16.align_loss))
-    assert not torch.equal(params(bf16.model), params(fp32.model))  # bf16 really ran
-    seg32, total32 = _held_out_loss(fp32.model)
-    seg16, total16 = _held_out_loss(bf16.model)
-    # measured: seg 0.398 -> 0.189 (fp32) and 0.189 (bf16); total 0.91 -> 0.51 and 0.55
-    assert seg16 < 0.6 * seg0 and total16 < 0.7 * total0
-    assert abs(seg16 - seg32) < 0.1 * seg0
-    assert abs(total16 - total32) < 0.15 * total0
+    out32, out16 = fp32.train_step(batch), bf16.train_step(batch)
+    g32, g16 = _grads(fp32.model), _grads(bf16.model)
+    assert not torch.equal(g16, g32)  # bf16 really ran
+    assert torch.nn.functional.cosine_similarity(g16, g32, dim=0) > 0.95
+    assert out16["seg_loss"] == pytest.approx(out32["seg_loss"], rel=0.05)
+    assert out16["loss"] == pytest.approx(out32["loss"], rel=0.15)
+
+
+def test_bf16_training_reduces_the_held_out_loss(forced_bf16):
+    # 60 steps at lr 0.01 are chaotic: one run's end point moves with any rounding (fp32 itself
+    # ends at seg 0.19-0.24, total 0.51-0.70 across four episode streams), so the mean over
+    # four streams is compared with the untrained loss. Measured on an AVX2 CPU, 2 threads:
+    # seg 0.398 -> 0.206 and total 0.914 -> 0.642 in bf16 (fp32: 0.210 and 0.613).
+    seg0, total0 = _held_out_loss(tiny_model())
+    ends = []
+    for seed in range(4):
+        trainer = Trainer(
+            tiny_model(),
+            make_sampler(seed=seed),
+            TrainConfig(iterations=60, lr=0.01, log_every=10, amp=True, progress=False),
+            device="cpu",
+        )
+        history = trainer.fit()
+        assert all(np.isfinite(history.loss)) and all(np.isfinite(history.align_loss))
+        ends.append(_held_out_loss(trainer.model))
+    seg, total = np.mean(ends, axis=0)
+    assert seg < 0.75 * seg0 and total < 0.9 * total0
 
 
 def test_bf16_keeps_float32_state_and_runs_channels_last(forced_bf16):
