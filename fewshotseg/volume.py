@@ -59,7 +59,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from fewshotseg._checks import to_label_map, to_numpy
+from fewshotseg._checks import check_finite, to_label_map, to_numpy
 from fewshotseg.alignment import _aligned_positions, align_slices, dtw_path, slice_descriptors
 from fewshotseg.chunks import chunk_centres, chunk_of
 
@@ -445,6 +445,7 @@ def segment_with(
     qry = to_numpy(query_volume, "query_volume")
     if qry.ndim != 3:
         raise ValueError(f"query_volume must be a (D, H, W) volume, got shape {qry.shape}")
+    check_finite(qry, "query_volume")
     if predictor.modality is not None:
         qry = apply_recipe(qry, predictor.modality)
     out_size = (int(qry.shape[1]), int(qry.shape[2]))
@@ -587,6 +588,7 @@ def _check_support(
     support_volume: Any, support_labels: Any, classes: Any
 ) -> tuple[np.ndarray, np.ndarray, list[int]]:
     sup = to_numpy(support_volume, "support_volume")
+    check_finite(sup, "support_volume")  # here: the recipe would report it as "volume"
     lab = to_label_map(support_labels, "support_labels")
     if sup.ndim != 3 or lab.shape != sup.shape:
         raise ValueError(

@@ -398,6 +398,20 @@ def test_bad_classes_raise_clear_errors(predictor, kwargs, error, match):
         predictor.segment_volume(image, labels, image, **kwargs)
 
 
+@pytest.mark.parametrize("modality", [None, "mri"])
+@pytest.mark.parametrize("which", ["support_volume", "query_volume"])
+def test_a_non_finite_voxel_is_reported_with_the_input_it_is_in(modality, which):
+    # with an intensity recipe the check used to fire inside it, naming only "volume"
+    image, labels = scan()
+    bad = image.astype(np.float32).copy()
+    bad[1, 2, 3] = np.nan
+    p = SupportQueryPredictor(ALPNet(backbone="tiny", feature_dim=8), image_size=32,
+                              modality=modality)
+    support, query = (bad, image) if which == "support_volume" else (image, bad)
+    with pytest.raises(ValueError, match=f"^{which} contains NaN"):
+        p.segment_volume(support, labels, query)
+
+
 def test_unlabelled_support_raises(predictor):
     image, labels = scan()
     with pytest.raises(ValueError, match="no foreground"):
