@@ -145,11 +145,12 @@ def _grads(model):
 @pytest.mark.parametrize("seed", range(4))
 def test_a_bf16_step_computes_the_fp32_loss_and_gradient(forced_bf16, seed):
     # One step from the same weights on the same batch: bf16 rounding moves the numbers a
-    # little (the cosine logits are scaled by 20, so ~5 % on the alignment loss) but must not
-    # change the direction of descent. Measured on an AVX2 CPU: losses within 5 %, gradient
-    # cosine 0.986-0.997.
+    # little (the cosine logits are scaled by 20: up to 7 % on the alignment loss) but must
+    # not change the direction of descent. Measured on an AVX2 CPU: segmentation loss within
+    # 2 %, total within 5 %, gradient cosine 0.986-0.997.
     batch = collate_episodes([make_sampler(seed=seed).episode(i) for i in range(4)])
     fp32, bf16 = _trainer(False), _trainer(True)
+    assert (fp32._amp_dtype, bf16._amp_dtype) == (None, torch.bfloat16)
     out32, out16 = fp32.train_step(batch), bf16.train_step(batch)
     g32, g16 = _grads(fp32.model), _grads(bf16.model)
     assert not torch.equal(g16, g32)  # bf16 really ran
