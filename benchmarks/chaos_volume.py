@@ -179,6 +179,38 @@ def n4_corrected(case):
     return dataclasses.replace(case, image=dataclasses.replace(case.image, array=corrected))
 
 
+NYUL_PERCENTILES = (1, 10, 20, 30, 40, 50, 60, 70, 80, 90, 99)
+
+
+def nyul_landmarks(array: np.ndarray) -> np.ndarray:
+    """Nyul-Udupa landmarks: percentiles of the voxels above the scan's mean (the body)."""
+    return np.percentile(array[array > array.mean()], NYUL_PERCENTILES)
+
+
+def nyul_scale(arrays: list[np.ndarray]) -> np.ndarray:
+    """The standard scale learned from unlabelled scans: each scan's landmarks mapped linearly
+    so that its 1st and 99th percentiles land on 0 and 100, then averaged."""
+    mapped = []
+    for array in arrays:
+        lm = nyul_landmarks(array)
+        mapped.append(100 * (lm - lm[0]) / (lm[-1] - lm[0]))
+    return np.mean(mapped, axis=0)
+
+
+def nyul_standardised(case, scale: np.ndarray):
+    """The case with its intensities mapped piecewise-linearly from its own landmarks onto
+    ``scale``, extended linearly past both ends (an experiment, not part of the method)."""
+    import dataclasses
+
+    array = case.image.array.astype(np.float32)
+    lm = nyul_landmarks(array)
+    out = np.interp(array, lm, scale)
+    low, high = array < lm[0], array > lm[-1]
+    out[low] = scale[0] + (array[low] - lm[0]) * (scale[1] - scale[0]) / (lm[1] - lm[0])
+    out[high] = scale[-1] + (array[high] - lm[-1]) * (scale[-1] - scale[-2]) / (lm[-1] - lm[-2])
+    return dataclasses.replace(case, image=dataclasses.replace(case.image, array=out))
+
+
 def group_supports(cases: dict, fold: int, n: int) -> list[str]:
     """The first ``n`` patients of the next fold's group: the protocol's support (the group's
     first patient) and the ones after it, the supports of the several-support rows."""
@@ -207,6 +239,9 @@ def main() -> None:
                         "scale: with its features at 7/8 and 9/8 of the input size")
     parser.add_argument("--n4", action="store_true",
                         help="experiment: N4-correct every scan first (needs SimpleITK)")
+    parser.add_argument("--nyul", action="store_true",
+                        help="experiment: map every scan onto a Nyul-Udupa standard scale "
+                        "learned from the fold's training images first")
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
     parser.add_argument("--device", default="cpu", help="timing: cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4, help="timing: slices per call")
@@ -240,6 +275,9 @@ def main() -> None:
         ids = ids[: args.queries]
     if args.n4:
         cases = {i: n4_corrected(cases[i]) for i in [*support_ids, *ids]}
+    if args.nyul:
+        scale = nyul_scale([cases[str(i)].image.array for i in fold.train])
+        cases = {i: nyul_standardised(cases[i], scale) for i in [*support_ids, *ids]}
     kind = {"none": CachedPredictor, "flip": FlipAveragedPredictor,
             "scale": ScaleAveragedPredictor}[args.tta]
     predictor = kind.from_checkpoint(args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
@@ -270,7 +308,7 @@ def main() -> None:
               flush=True)
     if args.out:
         args.out.write_text(json.dumps({"fold": args.fold, "split": args.split, "tta": args.tta,
-                                        "n4": args.n4,
+                                        "n4": args.n4, "nyul": args.nyul,
                                         "support": support_ids[0], "supports": support_ids,
                                         "queries": ids,
                                         "results": results}, indent=1))
