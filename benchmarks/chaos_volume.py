@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import hashlib
 import json
 import time
@@ -163,8 +164,6 @@ def n4_corrected(case):
     """The case with its image divided by SimpleITK's N4 bias field (an experiment, not part of
     the method; SimpleITK is not a dependency): Otsu body mask, the field fitted on a 4x
     in-plane shrink, 4 levels of 50 iterations, the physical spacing of the scan."""
-    import dataclasses
-
     import SimpleITK as sitk
 
     array = case.image.array.astype(np.float32)
@@ -200,8 +199,6 @@ def nyul_scale(arrays: list[np.ndarray]) -> np.ndarray:
 def nyul_standardised(case, scale: np.ndarray):
     """The case with its intensities mapped piecewise-linearly from its own landmarks onto
     ``scale``, extended linearly past both ends (an experiment, not part of the method)."""
-    import dataclasses
-
     array = case.image.array.astype(np.float32)
     lm = nyul_landmarks(array)
     out = np.interp(array, lm, scale)
@@ -249,6 +246,8 @@ def main() -> None:
     parser.add_argument("--timing", action="store_true",
                         help="time the default pipeline against the old segment_volume instead")
     args = parser.parse_args()
+    if args.n4 and args.nyul:
+        raise SystemExit("--n4 and --nyul are alternatives: choose one")
     torch.set_num_threads(args.threads)
     if args.timing:
         timing(args)
