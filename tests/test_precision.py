@@ -116,11 +116,11 @@ def forced_bf16(monkeypatch):
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
 
 
-def _trainer(amp, iterations=60, **kwargs):
+def _trainer(amp, iterations=60, sampler_seed=0, **kwargs):
     config = TrainConfig(
         iterations=iterations, lr=0.01, log_every=10, amp=amp, progress=False, **kwargs
     )
-    return Trainer(tiny_model(), make_sampler(), config, device="cpu")
+    return Trainer(tiny_model(), make_sampler(seed=sampler_seed), config, device="cpu")
 
 
 def _held_out_loss(model):
@@ -167,12 +167,7 @@ def test_bf16_training_reduces_the_held_out_loss(forced_bf16):
     seg0, total0 = _held_out_loss(tiny_model())
     ends = []
     for seed in range(4):
-        trainer = Trainer(
-            tiny_model(),
-            make_sampler(seed=seed),
-            TrainConfig(iterations=60, lr=0.01, log_every=10, amp=True, progress=False),
-            device="cpu",
-        )
+        trainer = _trainer(True, sampler_seed=seed)
         history = trainer.fit()
         assert all(np.isfinite(history.loss)) and all(np.isfinite(history.align_loss))
         ends.append(_held_out_loss(trainer.model))
