@@ -164,6 +164,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     # every step has the same shapes, so cuDNN's per-shape algorithm search pays for itself
     torch.backends.cudnn.benchmark = True
+    torch.manual_seed(args.seed)  # the initial weights are part of a reproducible run
     model = fss.ALPNet(
         backbone=args.backbone, pool=fss.AdaptiveLocalPrototypePool(local=not args.panet)
     )
