@@ -544,7 +544,7 @@ class SupportQueryPredictor:
         3 nearest support slices of the class), keeps voxels above 0.6 probability and each
         class's largest 3D component. `fewshotseg.volume` has the steps and
         `fewshotseg.volume.VolumeConfig` their switches. The shipped model on held-out CHAOS
-        patients: 75.7 mean Dice over whole volumes (docs/results.md).
+        patients: 76.3 mean Dice over whole volumes (docs/results.md).
 
         Example:
             >>> import numpy as np
