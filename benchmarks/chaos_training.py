@@ -146,7 +146,7 @@ def build_sampler(args: argparse.Namespace, cases, train_ids: list[str]) -> fss.
         image_size=args.image_size,
         min_foreground=args.min_foreground,
         seed=args.seed,
-        augment=fss.AugmentConfig(bias_field=args.bias_field),
+        augment=fss.AugmentConfig(bias_field=args.bias_field, gamma=tuple(args.gamma)),
         **kwargs,
     )
 
@@ -357,6 +357,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--min-foreground", type=int, default=100)
     p.add_argument("--bias-field", type=float, default=0.0,
                    help="largest log-gain of the smooth intensity field (AugmentConfig.bias_field)")
+    p.add_argument("--gamma", type=float, nargs=2, default=[0.5, 1.5], metavar=("LOW", "HIGH"),
+                   help="range of the gamma exponent (AugmentConfig.gamma; the paper's 0.5 1.5)")
     p.add_argument("--query-shift", type=int, default=0,
                    help="probe: the query is a slice up to N slices from the support's (3D "
                    "pseudolabels; it may not show the supervoxel); 0: the same slice")
