@@ -127,6 +127,43 @@ def one_half(half: str):
         fss.volume._localise, fss.volume._mean_foreground = localise, mean_foreground
 
 
+def ensemble_segment(pairs, query_volume: np.ndarray, config: VolumeConfig) -> np.ndarray:
+    """`segment_with` for several models (a probe, not part of the method): each (predictor,
+    its prepared supports) pair aligns and scores the query with its own features; the pairs'
+    supports vote on each class's extent and their probabilities are averaged, as several
+    supports are in `segment_with`."""
+    from fewshotseg.preprocess import apply_recipe
+
+    voters = []  # (predictor, support, query features, positions), one per model and support
+    for predictor, supports in pairs:
+        qry = query_volume if predictor.modality is None else apply_recipe(
+            query_volume, predictor.modality)
+        feats = predictor.encode_slices(qry)
+        voters += [(predictor, s, feats, fss.volume._query_positions(config, feats, s))
+                   for s in supports]
+    out_size = query_volume.shape[1:]
+    best = np.zeros(query_volume.shape, np.float32)
+    result = np.zeros(query_volume.shape, np.int64)
+    classes = voters[0][1].classes
+    for cls in classes:
+        inside = fss.volume._localise(config, [v[1].slices[cls] for v in voters],
+                                      [v[3] for v in voters])
+        zs = np.flatnonzero(inside)
+        if zs.size == 0:
+            continue
+        proba = np.zeros((zs.size, *out_size), np.float32)
+        for predictor, support, feats, pos in voters:
+            plan = fss.volume._support_plan(config, support, cls, pos, zs)
+            proba += fss.volume._mean_foreground(predictor, feats[zs], [plan], slice(None),
+                                                 out_size)
+        proba /= len(voters)
+        take = (proba > config.threshold) & (proba > best[zs])
+        best[zs] = np.where(take, proba, best[zs])
+        result[zs] = np.where(take, cls, result[zs])
+    return fss.volume.clean_up(result, classes, largest_component=config.largest_component,
+                               fill_holes=config.fill_holes)
+
+
 def dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:
     p, t = pred == cls, truth == cls
     denom = p.sum() + t.sum()
@@ -239,6 +276,9 @@ def main() -> None:
     parser.add_argument("--nyul", action="store_true",
                         help="experiment: map every scan onto a Nyul-Udupa standard scale "
                         "learned from the fold's training images first")
+    parser.add_argument("--ensemble", metavar="CHECKPOINT", action="append", default=[],
+                        help="experiment: also this model (repeatable); the models' "
+                        "probabilities are averaged (one checkpoint per model)")
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
     parser.add_argument("--device", default="cpu", help="timing: cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4, help="timing: slices per call")
@@ -248,6 +288,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.n4 and args.nyul:
         raise SystemExit("--n4 and --nyul are alternatives: choose one")
+    if args.ensemble and args.halves:
+        raise SystemExit("--halves measures one model's rule: leave out --ensemble")
     torch.set_num_threads(args.threads)
     if args.timing:
         timing(args)
@@ -282,9 +324,17 @@ def main() -> None:
     predictor = kind.from_checkpoint(args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
     names = list(VARIANTS)
     chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
+    predictor.cache = {}  # each model its own feature cache
     prepared = [fss.volume.prepare_support(predictor, cases[i].image.array,
                                            cases[i].label.astype(np.int64), classes=list(ORGANS))
                 for i in support_ids]
+    pairs = [(predictor, prepared)]
+    for path in args.ensemble:
+        other = kind.from_checkpoint(path)
+        other.cache = {}
+        pairs.append((other, [fss.volume.prepare_support(
+            other, cases[i].image.array, cases[i].label.astype(np.int64), classes=list(ORGANS))
+            for i in support_ids]))
     results: dict[str, dict[str, dict[int, float]]] = {}
     runs = [(name, n, "") for name in chosen for n in counts]
     if args.halves:
@@ -295,9 +345,13 @@ def main() -> None:
         per_query = {}
         for q in ids:
             case = cases[q]
-            with one_half(half):
-                pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
-                                               config=VARIANTS[name])
+            if args.ensemble:
+                pred = ensemble_segment([(p, sup[:n]) for p, sup in pairs], case.image.array,
+                                        VARIANTS[name])
+            else:
+                with one_half(half):
+                    pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
+                                                   config=VARIANTS[name])
             per_query[q] = {c: dice(pred, case.label, c) for c in ORGANS}
         results[row] = per_query
         organ = organ_means(per_query)
@@ -307,6 +361,7 @@ def main() -> None:
               flush=True)
     if args.out:
         args.out.write_text(json.dumps({"fold": args.fold, "split": args.split, "tta": args.tta,
+                                        "ensemble": args.ensemble,
                                         "n4": args.n4, "nyul": args.nyul,
                                         "support": support_ids[0], "supports": support_ids,
                                         "queries": ids,
