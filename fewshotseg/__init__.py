@@ -14,6 +14,7 @@ extra).
 
 from fewshotseg import datasets, evaluation, io, metrics, precision, preprocess, volume, weights
 from fewshotseg._version import __version__
+from fewshotseg.ensemble import PredictorEnsemble
 from fewshotseg.episodes import (
     AugmentConfig,
     Episode,
@@ -41,6 +42,7 @@ __all__ = [
     "EncodedSupport",
     "EpisodeBatch",
     "EpisodeSampler",
+    "PredictorEnsemble",
     "Prototypes",
     "ResultTable",
     "SuperpixelPseudolabeler",

@@ -33,6 +33,8 @@ switch, so it can be measured on and off):
 class where at least half of them put the class (step 4 by vote), and their foreground
 probabilities are averaged before step 6's threshold. On CHAOS, five folds, three supports
 scored 78.9 against one support's 70.3 (docs/results.md, "Several support scans").
+**Several models** (a list of predictors, or `fewshotseg.PredictorEnsemble`) take part the
+same way: each (model, support) pair votes and adds its probabilities to the average.
 
 The defaults were chosen on the training patients of CHAOS fold 0 (their labels used for
 validation only), never on held-out queries; ``docs/results.md`` has the ablation.
@@ -346,7 +348,7 @@ def prepare_support(
 
 
 def segment_volume(
-    predictor: SupportQueryPredictor,
+    predictor: SupportQueryPredictor | Sequence[SupportQueryPredictor],
     support_volume: Any,
     support_labels: Any,
     query_volume: Any,
@@ -359,10 +361,13 @@ def segment_volume(
     One call of `prepare_support` and `segment_with`; to segment several queries with one
     support, prepare it once and call `segment_with` for each. Several labelled support
     volumes (a list of volumes and a list of their labels) vote on where each class lies in the
-    query and average their probabilities (`segment_with`).
+    query and average their probabilities (`segment_with`); so do several trained models (a
+    list of predictors, an ensemble: each prepares every support volume).
 
     Args:
-        predictor: a `SupportQueryPredictor` (its model, device, image size and ``modality``).
+        predictor: a `SupportQueryPredictor` (its model, device, image size and ``modality``),
+            or several: a list of them or a `fewshotseg.PredictorEnsemble` (see
+            `segment_with`).
         support_volume: ``(D_s, H, W)`` image, raw intensities or preprocessed; or a list of
             such volumes (their depths and sizes may differ).
         support_labels: ``(D_s, H, W)`` integer labels (0 background); a list with a list of
@@ -384,24 +389,27 @@ def segment_volume(
         >>> out.shape, out.dtype, set(np.unique(out).tolist()) <= {0, 2}
         ((4, 32, 32), dtype('int64'), True)
     """
+    predictors = _as_predictors(predictor)
     if not isinstance(support_volume, (list, tuple)):
-        support = prepare_support(predictor, support_volume, support_labels, classes=classes)
-        return segment_with(predictor, support, query_volume, config=config)
-    if not isinstance(support_labels, (list, tuple)) or len(support_labels) != len(support_volume):
+        support_volume, support_labels = [support_volume], [support_labels]
+    elif not isinstance(support_labels, (list, tuple)) or len(support_labels) != len(
+        support_volume
+    ):
         raise ValueError(
             f"a list of {len(support_volume)} support volumes needs a list of as many label "
             f"volumes, got {type(support_labels).__name__}"
             + (f" of {len(support_labels)}" if isinstance(support_labels, (list, tuple)) else "")
         )
     supports = [
-        prepare_support(predictor, volume, labels, classes=classes)
+        prepare_support(p, volume, labels, classes=classes)
+        for p in predictors
         for volume, labels in zip(support_volume, support_labels, strict=True)
     ]
     return segment_with(predictor, supports, query_volume, config=config)
 
 
 def segment_with(
-    predictor: SupportQueryPredictor,
+    predictor: SupportQueryPredictor | Sequence[SupportQueryPredictor],
     support: VolumeSupport | Sequence[VolumeSupport],
     query_volume: Any,
     *,
@@ -414,8 +422,17 @@ def segment_with(
     extent (one atypical support is outvoted), and there the foreground probabilities of the
     supports (each with its own nearest slices) are averaged before the threshold.
 
+    Several trained models (an ensemble: a list of predictors, each with the supports it
+    prepared) take part the same way: each model encodes the query once and aligns and scores
+    it with its own features, and every (model, support) pair is one voter and one term of the
+    average. Two models with one support each: a slice is segmented where either model puts
+    the class, with the mean of their probabilities. On CHAOS two independently trained models
+    scored about one point above their mean (docs/results.md, "Two models averaged").
+
     Args:
-        predictor: the predictor the support(s) were prepared with.
+        predictor: the predictor the support(s) were prepared with, or several (a list of
+            predictors or a `fewshotseg.PredictorEnsemble`), each of which prepared at least
+            one of the supports.
         support: a `VolumeSupport`, or a sequence of them labelling the same classes; each
             keeps the support slices it encodes for the next query.
         query_volume: ``(D, H', W')`` image (numpy or torch), raw intensities or preprocessed
@@ -441,17 +458,24 @@ def segment_with(
     from fewshotseg.preprocess import apply_recipe
 
     config = config or VolumeConfig()
-    supports = _check_prepared(predictor, support)
+    predictors = _as_predictors(predictor)
+    supports = _check_prepared(predictors, support)
     qry = to_numpy(query_volume, "query_volume")
     if qry.ndim != 3:
         raise ValueError(f"query_volume must be a (D, H, W) volume, got shape {qry.shape}")
     check_finite(qry, "query_volume")
-    if predictor.modality is not None:
-        qry = apply_recipe(qry, predictor.modality)
     out_size = (int(qry.shape[1]), int(qry.shape[2]))
 
-    feats_q = predictor.encode_slices(qry)
-    positions = [_query_positions(config, feats_q, s) for s in supports]
+    recipes: dict[str | None, np.ndarray] = {}  # the query after each modality's recipe, once
+    feats_q: list[Tensor] = []  # the query's features, one model at a time
+    for p in predictors:
+        if p.modality not in recipes:
+            recipes[p.modality] = qry if p.modality is None else apply_recipe(qry, p.modality)
+        feats_q.append(p.encode_slices(recipes[p.modality]))
+    owner = [next(i for i, p in enumerate(predictors) if s.predictor is p) for s in supports]
+    positions = [
+        _query_positions(config, feats_q[m], s) for s, m in zip(supports, owner, strict=True)
+    ]
     best = np.zeros(qry.shape, np.float32)
     result = np.zeros(qry.shape, np.int64)
     for cls in supports[0].classes:
@@ -465,7 +489,16 @@ def segment_with(
         for start in range(0, zs.size, _SLICES_PER_CALL):  # bounds the memory per call
             part = slice(start, start + _SLICES_PER_CALL)
             chunk = zs[part]
-            proba = _mean_foreground(predictor, feats_q[chunk], plans, part, out_size)
+            if len(predictors) == 1:
+                proba = _mean_foreground(predictors[0], feats_q[0][chunk], plans, part, out_size)
+            else:  # the mean over every (model, support) pair: each model's mean, weighted
+                proba = np.zeros((chunk.size, *out_size), np.float32)
+                for m, p in enumerate(predictors):
+                    mine = [plan for plan, o in zip(plans, owner, strict=True) if o == m]
+                    proba += len(mine) * _mean_foreground(
+                        p, feats_q[m][chunk], mine, part, out_size
+                    )
+                proba /= len(plans)
             take = (proba > config.threshold) & (proba > best[chunk])
             best[chunk] = np.where(take, proba, best[chunk])
             result[chunk] = np.where(take, cls, result[chunk])
@@ -558,8 +591,36 @@ def _support_groups(
 # --------------------------------------------------------------------------------------------
 
 
+def _as_predictors(
+    predictor: SupportQueryPredictor | Sequence[SupportQueryPredictor],
+) -> list[SupportQueryPredictor]:
+    """One predictor, or several (a list or a `PredictorEnsemble`), as a list of distinct
+    predictors."""
+    from fewshotseg.ensemble import PredictorEnsemble
+    from fewshotseg.inference import SupportQueryPredictor
+
+    if isinstance(predictor, PredictorEnsemble):
+        return list(predictor.predictors)
+    predictors = [predictor] if isinstance(predictor, SupportQueryPredictor) else predictor
+    if isinstance(predictors, (str, bytes)) or not isinstance(predictors, Sequence):
+        raise TypeError(
+            "predictor must be a SupportQueryPredictor or a list of them (an ensemble), got "
+            f"{type(predictor).__name__}"
+        )
+    if not predictors:
+        raise ValueError("the list of predictors is empty; pass at least one")
+    for p in predictors:
+        if not isinstance(p, SupportQueryPredictor):
+            raise TypeError(f"predictor must be a SupportQueryPredictor, got {type(p).__name__}")
+    if len({id(p) for p in predictors}) < len(predictors):
+        raise ValueError(
+            "the same predictor appears more than once in the list; list each model once"
+        )
+    return list(predictors)
+
+
 def _check_prepared(
-    predictor: SupportQueryPredictor, support: VolumeSupport | Sequence[VolumeSupport]
+    predictors: Sequence[SupportQueryPredictor], support: VolumeSupport | Sequence[VolumeSupport]
 ) -> list[VolumeSupport]:
     supports = [support] if isinstance(support, VolumeSupport) else support
     if not isinstance(supports, Sequence) or not supports:
@@ -570,11 +631,19 @@ def _check_prepared(
     for sup in supports:
         if not isinstance(sup, VolumeSupport):
             raise TypeError(f"support must be a VolumeSupport, got {type(sup).__name__}")
-        if sup.predictor is not predictor or sup.modality != predictor.modality:
+        if not any(sup.predictor is p for p in predictors) or (
+            sup.modality != sup.predictor.modality
+        ):
             raise ValueError(
                 "this VolumeSupport was prepared by another predictor (or another modality); "
                 "prepare it again with prepare_support(predictor, ...)"
             )
+    idle = [i for i, p in enumerate(predictors) if not any(s.predictor is p for s in supports)]
+    if idle:
+        raise ValueError(
+            f"predictor(s) {idle} of the ensemble prepared none of the supports; prepare the "
+            "support volume(s) with each model (prepare_support(model, ...))"
+        )
     if len({sup.classes for sup in supports}) > 1:
         raise ValueError(
             "the supports label different classes "
