@@ -698,3 +698,45 @@ def test_train_leaves_metrics_and_a_curve_in_the_run_folder(checkpoint):
     assert rows[0].startswith("step,loss,seg_loss,align_loss,lr,episodes_per_s")
     assert [r.split(",")[0] for r in rows[1:]] == ["2"]
     assert (checkpoint / "metrics.png").stat().st_size > 5000
+
+
+def test_predict_and_evaluate_average_the_models_of_several_checkpoints(data, checkpoint,
+                                                                        tmp_path, capsys):
+    """Two --checkpoint: the label file is the ensemble's (PredictorEnsemble) and the table
+    scores that ensemble."""
+    from fewshotseg.ensemble import PredictorEnsemble
+    from fewshotseg.evaluation import ResultTable
+    from fewshotseg.inference import SupportQueryPredictor
+
+    other = tmp_path / "other"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["train", str(data / "image_*.nii.gz"), "--checkpoint-dir", str(other),
+                         "--iterations", "2", "--seed", "7", "--no-progress", "--quiet",
+                         *TINY]) == 0  # fmt: skip
+    finally:
+        torch.set_num_threads(before)
+    out = tmp_path / "pred.nii.gz"
+    both = ["--checkpoint", str(checkpoint), "--checkpoint", str(other)]
+    assert cli.main(["predict", str(data / "image_1.nii.gz"), str(data / "label_1.nii.gz"),
+                     str(data / "image_2.nii.gz"), *both, "-o", str(out),
+                     "--quiet"]) == 0  # fmt: skip
+    members = [SupportQueryPredictor.from_checkpoint(c / "last.pt", device="cpu")
+               for c in (checkpoint, other)]  # fmt: skip
+    support, query = load_volume(data / "image_1.nii.gz"), load_volume(data / "image_2.nii.gz")
+    labels = load_label_map(data / "label_1.nii.gz")
+    expected = PredictorEnsemble(members).segment_volume(support.array, labels, query.array)
+    alone = [m.segment_volume(support.array, labels, query.array) for m in members]
+    assert not all(np.array_equal(expected, a) for a in alone)  # the two models differ
+    np.testing.assert_array_equal(load_label_map(out), expected)
+
+    tables = []
+    for models in (both, ["--checkpoint", str(checkpoint)]):
+        dest = tmp_path / f"dice{len(models)}.json"
+        assert cli.main(["evaluate", *models, "--images", str(data / "image_*.nii.gz"),
+                         "--labels", str(data / "label_*.nii.gz"), "--out", str(dest),
+                         "--quiet"]) == 0  # fmt: skip
+        tables.append(ResultTable.load(dest))
+    assert len(tables[0]) == len(tables[1]) == 4
+    assert [r.dice for r in tables[0]] != [r.dice for r in tables[1]]

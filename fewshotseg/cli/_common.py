@@ -89,8 +89,10 @@ def _checkpoint_file(path: str) -> Path:
 
 
 def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
-    """The predictor from ``--checkpoint`` or ``--pretrained`` (the file read once), and the
-    modality it wants: ``--modality``, else the recipe the checkpoint carries, else mri."""
+    """The predictor from ``--checkpoint`` or ``--pretrained`` (each file read once), and the
+    modality it wants: ``--modality``, else the recipe the checkpoint carries, else mri.
+    Several ``--checkpoint`` give a `fewshotseg.PredictorEnsemble` (probabilities averaged)."""
+    from fewshotseg.ensemble import PredictorEnsemble
     from fewshotseg.inference import SupportQueryPredictor
     from fewshotseg.weights import PRETRAINED, pretrained_path
 
@@ -98,14 +100,17 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
     kwargs: dict[str, Any] = {"device": device, "amp": getattr(args, "amp", False)}
     if args.image_size is not None:
         kwargs["image_size"] = args.image_size
-    if getattr(args, "checkpoint", None):
-        path = _checkpoint_file(args.checkpoint)
+    checkpoints = getattr(args, "checkpoint", None)
+    if isinstance(checkpoints, str):  # the demo takes one
+        checkpoints = [checkpoints]
+    if checkpoints:
+        paths = [_checkpoint_file(c) for c in checkpoints]
     elif not args.pretrained:
         raise CLIError("name a model: --checkpoint PATH or --pretrained NAME (e.g. chaos-ssl)")
     else:
         name = args.pretrained
         try:
-            path = pretrained_path(name)
+            paths = [pretrained_path(name)]
         except ValueError as err:  # not a shipped model: the message lists them
             raise CLIError(str(err)) from None
         except FileNotFoundError:
@@ -113,35 +118,47 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
                 f"the pretrained weights {name!r} ({PRETRAINED[name]}) are not shipped with this "
                 "installation; pass --checkpoint PATH (a checkpoint from 'fewshotseg train')"
             ) from None
-    predictor = SupportQueryPredictor.from_checkpoint(path, **kwargs)
-    trained_on = predictor.modality  # the recipe the checkpoint carries (None: it does not say)
-    modality = args.modality or str(trained_on or "mri")
-    if args.modality and trained_on and args.modality != trained_on:
-        warnings.warn(
-            f"--modality {args.modality}, but {path.name} was trained with the {trained_on} "
-            "intensity recipe: the network will see inputs unlike its training",
-            UserWarning,
-            stacklevel=2,
+    members = [SupportQueryPredictor.from_checkpoint(path, **kwargs) for path in paths]
+    # the recipes the checkpoints carry (None: one does not say)
+    carried = {m.modality for m in members} - {None}
+    if len(carried) > 1 and not args.modality:
+        raise CLIError(
+            f"the checkpoints were trained with different intensity recipes ({sorted(carried)}); "
+            "an ensemble needs models trained for the same kind of scan"
         )
+    modality = args.modality or str(next(iter(carried), "mri"))
+    for path, member in zip(paths, members, strict=True):
+        trained_on = member.modality
+        if args.modality and trained_on and args.modality != trained_on:
+            warnings.warn(
+                f"--modality {args.modality}, but {path.name} was trained with the {trained_on} "
+                "intensity recipe: the network will see inputs unlike its training",
+                UserWarning,
+                stacklevel=2,
+            )
+        member.modality = modality  # segment_volume applies it to raw volumes itself
     data_modality = _dataset_modality(getattr(args, "dataset", None))
     if data_modality and data_modality != modality:
         warnings.warn(
             f"--dataset {args.dataset} is {data_modality.upper()}, but the {modality} "
-            f"intensity recipe is applied ({path.name} was trained on "
-            f"{str(trained_on or 'unknown').upper()} data); pass --modality {data_modality} "
-            "and a model trained on that modality",
+            f"intensity recipe is applied (the model was trained on "
+            f"{str(next(iter(carried), 'unknown')).upper()} data); pass --modality "
+            f"{data_modality} and a model trained on that modality",
             UserWarning,
             stacklevel=2,
         )
-    predictor.modality = modality  # segment_volume applies it to raw volumes itself
-    logger.info(
-        "model %s on %s, image size %d, intensity recipe %s",
-        path,
-        device,
-        predictor.image_size,
-        modality,
-    )
-    return predictor, modality
+    for path, member in zip(paths, members, strict=True):
+        logger.info(
+            "model %s on %s, image size %d, intensity recipe %s",
+            path,
+            device,
+            member.image_size,
+            modality,
+        )
+    if len(members) > 1:
+        logger.info("%d models: their probabilities are averaged (an ensemble)", len(members))
+        return PredictorEnsemble(members), modality
+    return members[0], modality
 
 
 def _dataset_modality(name: str | None) -> str | None:

@@ -146,7 +146,11 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     model_opts = argparse.ArgumentParser(add_help=False)
     source = model_opts.add_mutually_exclusive_group()
     source.add_argument(
-        "--checkpoint", metavar="PATH", help="a checkpoint file, or a folder holding last.pt"
+        "--checkpoint",
+        metavar="PATH",
+        action="append",
+        help="a checkpoint file, or a folder holding last.pt; repeat it to average several "
+        "models' probabilities (an ensemble: fewshotseg.PredictorEnsemble)",
     )
     source.add_argument(
         "--pretrained",
