@@ -195,14 +195,21 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("done: step %d, %.0f s", trainer.step, trainer.history.seconds)
 
 
-def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.ResultTable:
+def evaluate_model(
+    model: fss.ALPNet | list[fss.ALPNet], args: argparse.Namespace, cases
+) -> fss.ResultTable:
+    """The three protocols on a fold's queries; several models: their ensemble."""
     fold = fold_split(sorted(cases, key=int), args.fold)
     support = str(fold.support if args.support is None else args.support)
     if support in {str(t) for t in fold.test}:
         raise SystemExit(f"--support {support} is one of fold {args.fold}'s queries {fold.test}")
-    predictor = fss.SupportQueryPredictor(
-        model, device=args.device, image_size=args.image_size, batch_size=8, modality="mri"
-    )
+    members = [
+        fss.SupportQueryPredictor(
+            m, device=args.device, image_size=args.image_size, batch_size=8, modality="mri"
+        )
+        for m in (model if isinstance(model, list) else [model])
+    ]
+    predictor = members[0] if len(members) == 1 else fss.PredictorEnsemble(members)
     classes = list(ORGANS) if args.setting == 1 else list(SETTING2_GROUPS[args.group])
     prepare = preprocess.mri
     if args.match_histogram:
@@ -244,6 +251,8 @@ def evaluate_model(model: fss.ALPNet, args: argparse.Namespace, cases) -> fss.Re
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
+    if args.ensemble and args.untrained:
+        raise SystemExit("--ensemble averages trained runs: leave out --untrained")
     cases = load_cases(args.data)
     if args.untrained:
         torch.manual_seed(args.seed)
@@ -253,13 +262,17 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         name = f"untrained_{args.backbone}{'_panet' if args.panet else ''}"
         step = 0
     else:
-        ckpt_path = run_dir(args) / args.checkpoint
-        ckpt = fss.training.load_checkpoint(ckpt_path)
-        model = fss.ALPNet.from_config(ckpt["model_config"])
-        model.load_state_dict(ckpt["model"])
-        name, step = args.run, int(ckpt["step"])
+        models, steps = [], []
+        for run in [args.run, *args.ensemble]:
+            ckpt = fss.training.load_checkpoint(RUNS / run / args.checkpoint)
+            models.append(fss.ALPNet.from_config(ckpt["model_config"]))
+            models[-1].load_state_dict(ckpt["model"])
+            steps.append(int(ckpt["step"]))
+        model = models if args.ensemble else models[0]
+        name, step = "+".join([args.run, *args.ensemble]), steps[0]
     start = time.perf_counter()
-    table = evaluate_model(model.eval(), args, cases)
+    table = evaluate_model([m.eval() for m in model] if isinstance(model, list) else model.eval(),
+                           args, cases)
     seconds = time.perf_counter() - start
     out_dir = RUNS / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,6 +383,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--untrained", action="store_true")
     p.add_argument("--checkpoint", default="last.pt")
     p.add_argument("--support", type=int, help="another support patient than the fold's")
+    p.add_argument("--ensemble", metavar="RUN", action="append", default=[],
+                   help="also this run's --checkpoint (repeatable): the models' probabilities "
+                   "averaged (fewshotseg.PredictorEnsemble), scored with all three protocols")
     p.add_argument(
         "--match-histogram", action="store_true",
         help="experiment: match every scan to the fold's pooled training histogram first",

@@ -127,43 +127,6 @@ def one_half(half: str):
         fss.volume._localise, fss.volume._mean_foreground = localise, mean_foreground
 
 
-def ensemble_segment(pairs, query_volume: np.ndarray, config: VolumeConfig) -> np.ndarray:
-    """`segment_with` for several models (a probe, not part of the method): each (predictor,
-    its prepared supports) pair aligns and scores the query with its own features; the pairs'
-    supports vote on each class's extent and their probabilities are averaged, as several
-    supports are in `segment_with`."""
-    from fewshotseg.preprocess import apply_recipe
-
-    voters = []  # (predictor, support, query features, positions), one per model and support
-    for predictor, supports in pairs:
-        qry = query_volume if predictor.modality is None else apply_recipe(
-            query_volume, predictor.modality)
-        feats = predictor.encode_slices(qry)
-        voters += [(predictor, s, feats, fss.volume._query_positions(config, feats, s))
-                   for s in supports]
-    out_size = query_volume.shape[1:]
-    best = np.zeros(query_volume.shape, np.float32)
-    result = np.zeros(query_volume.shape, np.int64)
-    classes = voters[0][1].classes
-    for cls in classes:
-        inside = fss.volume._localise(config, [v[1].slices[cls] for v in voters],
-                                      [v[3] for v in voters])
-        zs = np.flatnonzero(inside)
-        if zs.size == 0:
-            continue
-        proba = np.zeros((zs.size, *out_size), np.float32)
-        for predictor, support, feats, pos in voters:
-            plan = fss.volume._support_plan(config, support, cls, pos, zs)
-            proba += fss.volume._mean_foreground(predictor, feats[zs], [plan], slice(None),
-                                                 out_size)
-        proba /= len(voters)
-        take = (proba > config.threshold) & (proba > best[zs])
-        best[zs] = np.where(take, proba, best[zs])
-        result[zs] = np.where(take, cls, result[zs])
-    return fss.volume.clean_up(result, classes, largest_component=config.largest_component,
-                               fill_holes=config.fill_holes)
-
-
 def dice(pred: np.ndarray, truth: np.ndarray, cls: int) -> float:
     p, t = pred == cls, truth == cls
     denom = p.sum() + t.sum()
@@ -277,8 +240,8 @@ def main() -> None:
                         help="experiment: map every scan onto a Nyul-Udupa standard scale "
                         "learned from the fold's training images first")
     parser.add_argument("--ensemble", metavar="CHECKPOINT", action="append", default=[],
-                        help="experiment: also this model (repeatable); the models' "
-                        "probabilities are averaged (one checkpoint per model)")
+                        help="also this model (repeatable): the models' probabilities are "
+                        "averaged (fewshotseg.PredictorEnsemble; one checkpoint per model)")
     parser.add_argument("--out", type=Path, help="write the per-query results as JSON")
     parser.add_argument("--device", default="cpu", help="timing: cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=4, help="timing: slices per call")
@@ -345,13 +308,10 @@ def main() -> None:
         per_query = {}
         for q in ids:
             case = cases[q]
-            if args.ensemble:
-                pred = ensemble_segment([(p, sup[:n]) for p, sup in pairs], case.image.array,
-                                        VARIANTS[name])
-            else:
-                with one_half(half):
-                    pred = fss.volume.segment_with(predictor, prepared[:n], case.image.array,
-                                                   config=VARIANTS[name])
+            with one_half(half):  # several models: every model's first n supports vote
+                pred = fss.volume.segment_with([p for p, _ in pairs],
+                                               [s for _, sup in pairs for s in sup[:n]],
+                                               case.image.array, config=VARIANTS[name])
             per_query[q] = {c: dice(pred, case.label, c) for c in ORGANS}
         results[row] = per_query
         organ = organ_means(per_query)
@@ -411,7 +371,8 @@ def legacy_segment_volume(predictor, support_volume, support_labels, query_volum
 
 def timing(args: argparse.Namespace) -> None:
     """Seconds per query volume (4 organs), default pipeline vs the old segment_volume
-    (relative depth, every slice, no clean-up), alternating, no feature cache."""
+    (relative depth, every slice, no clean-up), alternating, no feature cache; with
+    ``--ensemble``, also the default pipeline with those models averaged in."""
     import platform
     import statistics
 
@@ -437,6 +398,11 @@ def timing(args: argparse.Namespace) -> None:
     reused = "default, support prepared once for the fold's queries (per query)"
     three = "default, 3 supports prepared once for the fold's queries (per query)"
     rows = {legacy: [], **rows, reused: [], three: []}
+    members = [predictor] + [fss.SupportQueryPredictor.from_checkpoint(
+        other, device=args.device, batch_size=args.batch_size) for other in args.ensemble]
+    ensemble = f"default, {len(members)} models averaged (PredictorEnsemble)"
+    if args.ensemble:
+        rows[ensemble] = []
     supports = [support]  # with --fold: and the next two of the support's group
     if not args.pair:
         supports += [cases[i] for i in group_supports(cases, args.fold, 3)[1:]]
@@ -454,6 +420,11 @@ def timing(args: argparse.Namespace) -> None:
                 predictor.segment_volume(s_img, s_lab, cases[q].image.array, config=config,
                                          classes=list(ORGANS))
                 rows[name].append(time.perf_counter() - start)
+            if args.ensemble:
+                start = time.perf_counter()
+                fss.PredictorEnsemble(members).segment_volume(
+                    s_img, s_lab, cases[q].image.array, classes=list(ORGANS))
+                rows[ensemble].append(time.perf_counter() - start)
         # one support for every query of the fold: the first query pays the support's encoding
         start = time.perf_counter()
         prepared = predictor.encode_support_volume(s_img, s_lab, classes=list(ORGANS))
