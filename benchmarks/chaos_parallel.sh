@@ -3,12 +3,14 @@
 # them all at a deadline, then evaluate every run and pack the result tables.
 #
 #   bash benchmarks/chaos_parallel.sh SECONDS RUN [RUN ...]
-#   RUN = name:fold:setting[:group]      e.g. fold3_s1:3:1  fold0_s2_upper:0:2:upper
+#   RUN = name:fold:setting[:group[:seed]]   e.g. fold3_s1:3:1  fold0_s2_upper:0:2:upper
+#         (seed: --seed of that run, 0 by default; e.g. fold3_seed1:3:1:upper:1 for a second
+#         seed, the partner of an ensemble; a --seed in TRAIN_FLAGS would override it)
 #
 # Environment: DEVICE (cuda), DATA (runs/gpu/chaos.npz, from `chaos_training.py pack`),
 # ITERATIONS (7000), WORKERS (DataLoader workers per run, 1), OUT (where results.tar.gz goes; .),
 # TRAIN_FLAGS (more `chaos_training.py train` flags for every run, e.g. the CPU recipe's:
-# "--batch-size 4 --lr 4e-3 --lr-step 250 --amp on --bias-field 0.3 --pseudo-mode 2d_bodymask2"),
+# "--batch-size 4 --lr 4e-3 --lr-step 250 --amp on --bias-field 0.5 --pseudo-mode 2d_bodymask2"),
 # EXPORT (if set, each run's fp16 weights, ~6 MB for ResNet-18, go to OUT/models.tar too).
 # Each run resumes from runs/NAME/last.pt if it exists. A run still going at the deadline gets
 # SIGTERM, saves its checkpoint at a step boundary, and is evaluated at the step it reached (its
@@ -17,7 +19,7 @@
 set -u
 cd "$(dirname "$0")/.."
 if [ $# -lt 2 ]; then
-    sed -n 2,16p "$0"
+    sed -n 2,18p "$0"
     exit 2
 fi
 budget=$1
@@ -28,9 +30,9 @@ out=${OUT:-.}
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 mkdir -p runs/eval "$out"
 
-parse() {  # name:fold:setting[:group] -> the flags of chaos_training.py
-    IFS=: read -r name fold setting group <<<"$1"
-    flags="--run $name --fold $fold --setting $setting --group ${group:-upper}"
+parse() {  # name:fold:setting[:group[:seed]] -> the flags of chaos_training.py
+    IFS=: read -r name fold setting group seed <<<"$1"
+    flags="--run $name --fold $fold --setting $setting --group ${group:-upper} --seed ${seed:-0}"
 }
 
 started=$(date +%s)
