@@ -178,10 +178,11 @@ class PredictorEnsemble:
         return [p.encode_support(support_img, support_mask) for p in self.predictors]
 
     def _mean_proba(self, supports: Sequence[Any], query: Any) -> Any:
-        total = None
-        for p, support in zip(self.predictors, supports, strict=True):
-            proba = p.predict_proba_with(support, query)
-            total = proba if total is None else total + proba
+        pairs = zip(self.predictors, supports, strict=True)
+        first, support = next(pairs)
+        total = first.predict_proba_with(support, query)
+        for p, support in pairs:  # one member's probabilities in memory at a time
+            total = total + p.predict_proba_with(support, query)
         return total / len(self.predictors)
 
     # ------------------------------------------------------------------ volumes

@@ -120,7 +120,7 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Any, str]:
             ) from None
     members = [SupportQueryPredictor.from_checkpoint(path, **kwargs) for path in paths]
     # the recipes the checkpoints carry (None: one does not say)
-    carried = {m.modality for m in members} - {None}
+    carried = {m.modality for m in members if m.modality is not None}
     if len(carried) > 1 and not args.modality:
         raise CLIError(
             f"the checkpoints were trained with different intensity recipes ({sorted(carried)}); "
