@@ -51,7 +51,7 @@ __all__ = ["PredictorEnsemble"]
 
 
 class PredictorEnsemble:
-    """Several `SupportQueryPredictor` s as one: their probabilities averaged.
+    """Several predictors (`SupportQueryPredictor`) as one: their probabilities averaged.
 
     Args:
         predictors: two or more predictors (one is allowed: it then scores exactly as that
@@ -61,7 +61,6 @@ class PredictorEnsemble:
 
     Attributes:
         predictors: the members, in the order given.
-        modality: their common intensity recipe (`fewshotseg.preprocess`), or None.
 
     Example:
         >>> import numpy as np
@@ -95,7 +94,11 @@ class PredictorEnsemble:
                 "were trained for the same kind of scan"
             )
         self.predictors: tuple[SupportQueryPredictor, ...] = tuple(members)
-        self.modality: str | None = members[0].modality
+
+    @property
+    def modality(self) -> str | None:
+        """The members' common intensity recipe (`fewshotseg.preprocess`), or None."""
+        return self.predictors[0].modality
 
     @classmethod
     def from_checkpoints(
