@@ -51,7 +51,8 @@ def segment_organ(predictor, support, feats_q, cls, pos, inside, size) -> np.nda
     plan = volume._support_plan(CONFIG, support, cls, pos, zs)
     for start in range(0, zs.size, volume._SLICES_PER_CALL):
         part = slice(start, start + volume._SLICES_PER_CALL)
-        proba[zs[part]] = volume._mean_foreground(predictor, feats_q[zs[part]], [plan], part, size)
+        voter = (predictor, feats_q[zs[part]], plan)
+        proba[zs[part]] = volume._mean_foreground([voter], part, size)
     return proba
 
 

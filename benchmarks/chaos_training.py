@@ -195,9 +195,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     log.info("done: step %d, %.0f s", trainer.step, trainer.history.seconds)
 
 
-def evaluate_model(
-    model: fss.ALPNet | list[fss.ALPNet], args: argparse.Namespace, cases
-) -> fss.ResultTable:
+def evaluate_model(models: list[fss.ALPNet], args: argparse.Namespace, cases) -> fss.ResultTable:
     """The three protocols on a fold's queries; several models: their ensemble."""
     fold = fold_split(sorted(cases, key=int), args.fold)
     support = str(fold.support if args.support is None else args.support)
@@ -207,7 +205,7 @@ def evaluate_model(
         fss.SupportQueryPredictor(
             m, device=args.device, image_size=args.image_size, batch_size=8, modality="mri"
         )
-        for m in (model if isinstance(model, list) else [model])
+        for m in models
     ]
     predictor = members[0] if len(members) == 1 else fss.PredictorEnsemble(members)
     classes = list(ORGANS) if args.setting == 1 else list(SETTING2_GROUPS[args.group])
@@ -256,9 +254,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     cases = load_cases(args.data)
     if args.untrained:
         torch.manual_seed(args.seed)
-        model = fss.ALPNet(
+        models = [fss.ALPNet(
             backbone=args.backbone, pool=fss.AdaptiveLocalPrototypePool(local=not args.panet)
-        )
+        )]
         name = f"untrained_{args.backbone}{'_panet' if args.panet else ''}"
         step = 0
     else:
@@ -268,11 +266,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
             models.append(fss.ALPNet.from_config(ckpt["model_config"]))
             models[-1].load_state_dict(ckpt["model"])
             steps.append(int(ckpt["step"]))
-        model = models if args.ensemble else models[0]
         name, step = "+".join([args.run, *args.ensemble]), steps[0]
     start = time.perf_counter()
-    table = evaluate_model([m.eval() for m in model] if isinstance(model, list) else model.eval(),
-                           args, cases)
+    table = evaluate_model([m.eval() for m in models], args, cases)
     seconds = time.perf_counter() - start
     out_dir = RUNS / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)

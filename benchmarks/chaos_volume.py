@@ -119,8 +119,8 @@ def one_half(half: str):
     if half == HALVES[0]:
         fss.volume._localise = lambda config, present, pos: localise(config, present[:1], pos[:1])
     elif half == HALVES[1]:
-        fss.volume._mean_foreground = lambda predictor, feats, plans, part, size: (
-            mean_foreground(predictor, feats, plans[:1], part, size))
+        fss.volume._mean_foreground = lambda voters, part, size: (
+            mean_foreground(voters[:1], part, size))
     try:
         yield
     finally:
@@ -287,16 +287,12 @@ def main() -> None:
     predictor = kind.from_checkpoint(args.checkpoint or fss.weights.pretrained_path("chaos-ssl"))
     names = list(VARIANTS)
     chosen = names if args.variants == "all" else [names[int(i)] for i in args.variants.split(",")]
-    predictor.cache = {}  # each model its own feature cache
-    prepared = [fss.volume.prepare_support(predictor, cases[i].image.array,
-                                           cases[i].label.astype(np.int64), classes=list(ORGANS))
-                for i in support_ids]
-    pairs = [(predictor, prepared)]
-    for path in args.ensemble:
-        other = kind.from_checkpoint(path)
-        other.cache = {}
-        pairs.append((other, [fss.volume.prepare_support(
-            other, cases[i].image.array, cases[i].label.astype(np.int64), classes=list(ORGANS))
+    models = [predictor, *(kind.from_checkpoint(path) for path in args.ensemble)]
+    pairs = []  # (model, its prepared supports)
+    for model in models:
+        model.cache = {}  # each model its own feature cache
+        pairs.append((model, [fss.volume.prepare_support(
+            model, cases[i].image.array, cases[i].label.astype(np.int64), classes=list(ORGANS))
             for i in support_ids]))
     results: dict[str, dict[str, dict[int, float]]] = {}
     runs = [(name, n, "") for name in chosen for n in counts]

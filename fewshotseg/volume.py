@@ -489,16 +489,12 @@ def segment_with(
         for start in range(0, zs.size, _SLICES_PER_CALL):  # bounds the memory per call
             part = slice(start, start + _SLICES_PER_CALL)
             chunk = zs[part]
-            if len(predictors) == 1:
-                proba = _mean_foreground(predictors[0], feats_q[0][chunk], plans, part, out_size)
-            else:  # the mean over every (model, support) pair: each model's mean, weighted
-                proba = np.zeros((chunk.size, *out_size), np.float32)
-                for m, p in enumerate(predictors):
-                    mine = [plan for plan, o in zip(plans, owner, strict=True) if o == m]
-                    proba += len(mine) * _mean_foreground(
-                        p, feats_q[m][chunk], mine, part, out_size
-                    )
-                proba /= len(plans)
+            feats = [f[chunk] for f in feats_q]  # each model's features of these slices
+            voters = [
+                (s.predictor, feats[m], plan)
+                for s, m, plan in zip(supports, owner, plans, strict=True)
+            ]
+            proba = _mean_foreground(voters, part, out_size)
             take = (proba > config.threshold) & (proba > best[chunk])
             best[chunk] = np.where(take, proba, best[chunk])
             result[chunk] = np.where(take, cls, result[chunk])
@@ -537,19 +533,18 @@ def _support_plan(
 
 
 def _mean_foreground(
-    predictor: SupportQueryPredictor,
-    feats: Tensor,
-    plans: Sequence[tuple[EncodedSupport, np.ndarray]],
+    voters: Sequence[tuple[SupportQueryPredictor, Tensor, tuple[EncodedSupport, np.ndarray]]],
     part: slice,
     out_size: tuple[int, int],
 ) -> np.ndarray:
-    """A class's foreground probability ``(len(feats), H', W')`` in the query slices ``part``
-    of the plans' slices, averaged over the supports (one `_support_plan` each)."""
-    total = np.zeros((len(feats), *out_size), np.float32)
-    for sets, items in plans:
+    """A class's foreground probability ``(d, H', W')`` in the query slices ``part`` of the
+    plans' slices, averaged over the voters: (model, its features of those d slices, one
+    support's `_support_plan`), one per (model, support) pair."""
+    total = np.zeros((len(voters[0][1]), *out_size), np.float32)
+    for predictor, feats, (sets, items) in voters:
         proba = predictor.probabilities(feats, sets.select(items[part]), out_size)
         total += proba[:, 1].float().cpu().numpy()
-    return total / len(plans)
+    return total / len(voters)
 
 
 def _query_positions(config: VolumeConfig, feats_q: Tensor, support: VolumeSupport) -> np.ndarray:
