@@ -105,8 +105,9 @@ class TrainConfig:
         AVX512-BF16/AMX Xeon (~1 h when nothing else runs; 1.1-1.3 h per CHAOS fold at one
         thread with a second run beside it); 0.35 s per step on a 2-core Zen 5 AMD EPYC with
         AVX512-BF16 and no AMX (0.61 h alone; ~0.96 h per fold at one thread beside a second
-        run); in fp32 on CPUs without native bf16, 2.1 s per step on a 2-core AVX2 AMD EPYC
-        (~3.7 h). The trainer logs the rate it measures and an ETA.
+        run); 1.07 s per step on a 2-core Zen 4 AMD EPYC with AVX512-BF16 (~1.9 h per fold at
+        one thread beside a second run); in fp32 on CPUs without native bf16, 2.1 s per step on
+        a 2-core AVX2 AMD EPYC (~3.7 h). The trainer logs the rate it measures and an ETA.
 
         Example:
             >>> cfg = TrainConfig.cpu_preset(iterations=100)  # keyword overrides win
