@@ -9,6 +9,7 @@ one would, with any number of DataLoader workers. The run's settings are a `Trai
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import os
@@ -43,6 +44,7 @@ __all__ = [
     "Trainer",
     "TrainingInterrupted",
     "episode_loss",
+    "close_distributed",
     "init_distributed",
     "load_checkpoint",
 ]
@@ -157,6 +159,24 @@ def init_distributed() -> torch.device:
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
     return torch.device("cpu")
+
+
+def close_distributed() -> None:
+    """Leave the process group that ``init_distributed`` joined; nothing to do without one.
+
+    Drop every ``Trainer`` first (``del trainer``): its DistributedDataParallel wrapper holds
+    the group, which would otherwise be torn down at interpreter exit, in no fixed order with
+    the threads of the gloo backend. The barrier lets no rank leave while another still
+    communicates.
+
+    Example:
+        >>> close_distributed()  # not under torchrun: no process group, nothing to do
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    gc.collect()  # a Trainer in a reference cycle still holds the group
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
 
 
 def _distributed() -> tuple[int, int]:

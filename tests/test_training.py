@@ -336,7 +336,7 @@ DDP_SCRIPT = textwrap.dedent(
     """
     import sys, torch
     from fewshotseg.models import ALPNet
-    from fewshotseg.training import Trainer, TrainConfig, init_distributed
+    from fewshotseg.training import Trainer, TrainConfig, close_distributed, init_distributed
     from tests.test_training import make_sampler
     device = init_distributed()
     rank = torch.distributed.get_rank()
@@ -349,7 +349,10 @@ DDP_SCRIPT = textwrap.dedent(
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.save({"params": flat, "sampler_rank": sampler.rank,
                 "episode": sampler.episode(0).query_image}, f"{sys.argv[1]}/rank{rank}.pt")
-    torch.distributed.destroy_process_group()
+    print(f"rank {rank} saved", flush=True)
+    del trainer
+    close_distributed()
+    print(f"rank {rank} closed", flush=True)
     """
 )
 
@@ -374,7 +377,8 @@ def test_ddp_two_cpu_processes(tmp_path):
         timeout=300,
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"},
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stdout[-1000:] + done.stderr[-3000:]
+    assert all(f"rank {r} closed" in done.stdout for r in (0, 1))
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert torch.equal(r0["params"], r1["params"])  # gradients were averaged in step

@@ -217,9 +217,12 @@ def _volume_name(volume: Any, index: int) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    import torch
-
-    from fewshotseg.training import CHECKPOINT_NAME, Trainer, init_distributed
+    from fewshotseg.training import (
+        CHECKPOINT_NAME,
+        Trainer,
+        close_distributed,
+        init_distributed,
+    )
 
     if args.checkpoint_dir is None and not args.show_split:
         raise CLIError(
@@ -254,8 +257,8 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - started:.1f} s on {device}{final}; checkpoint: {resume}"
         )
         _plot_training_curve(Path(args.checkpoint_dir))
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.destroy_process_group()
+    del trainer  # its DDP wrapper holds the process group
+    close_distributed()
     return 0
 
 
