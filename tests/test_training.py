@@ -400,8 +400,22 @@ def test_metadata_is_stored_in_checkpoints(tmp_path):
     assert (ckpt["image_size"], ckpt["modality"]) == (32, "mri")
 
 
+@pytest.fixture
+def terminal_signal_handlers():
+    """The handlers of a process started from a terminal, whatever launched pytest: a ``nohup``
+    or ``&`` launch inherits an ignored SIGINT, which training rightly leaves ignored."""
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_signal_stops_at_a_step_boundary_and_resumes_exactly(tmp_path, signum):
+def test_signal_stops_at_a_step_boundary_and_resumes_exactly(
+    tmp_path, signum, terminal_signal_handlers
+):
     """SIGTERM (what SLURM sends) or Ctrl-C: save at the end of the step, raise, resume exactly."""
     base = {"iterations": 5, "lr": 0.01, "progress": False, "checkpoint_every": 100}
     reference = Trainer(tiny_model(), make_sampler(), TrainConfig(**base), device="cpu")
@@ -427,6 +441,21 @@ def test_signal_stops_at_a_step_boundary_and_resumes_exactly(tmp_path, signum):
     resumed.fit()
     assert resumed.step == 5
     assert torch.equal(params(resumed.model), params(reference.model))
+
+
+def test_an_ignored_sigint_stays_ignored(tmp_path, terminal_signal_handlers):
+    """A run started with ``nohup`` or ``&`` ignores Ctrl-C; training must not take it over."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def send_sigint(model):
+        os.kill(os.getpid(), signal.SIGINT)
+        return 0.0
+
+    config = TrainConfig(iterations=4, lr=0.01, progress=False, validate_every=2)
+    trainer = Trainer(tiny_model(), make_sampler(), config, device="cpu", validate=send_sigint)
+    trainer.fit()  # not interrupted
+    assert trainer.step == 4
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
 
 
 def test_cli_reports_a_signal_stop_with_its_exit_status(monkeypatch, capsys):
