@@ -443,7 +443,7 @@ def test_signal_stops_at_a_step_boundary_and_resumes_exactly(
     assert torch.equal(params(resumed.model), params(reference.model))
 
 
-def test_an_ignored_sigint_stays_ignored(tmp_path, terminal_signal_handlers):
+def test_an_ignored_sigint_stays_ignored(terminal_signal_handlers):
     """A run started with ``nohup`` or ``&`` ignores Ctrl-C; training must not take it over."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
